@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Set up Sandra Desktop from a fresh clone on Debian, then run it.
+#   ./bootstrap.sh app [ARGS…]   install everything, start the window (local server, no key)
+#   ./bootstrap.sh test [ARGS…]  install everything, run the whole test suite
+#   ./bootstrap.sh env           install everything, do nothing else
+# Idempotent: a second run installs nothing new and starts at once.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode=${1:-app}
+[ $# -gt 0 ] && shift
+
+# System packages the app or its tests need (PortAudio, PulseAudio for the virtual
+# sound rig, espeak-ng/sox for test speech, the Qt xcb plugin's libraries, Xvfb).
+apt_packages=(
+  libportaudio2 pulseaudio pulseaudio-utils espeak-ng sox
+  xvfb xauth libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
+  libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0
+  libxcb-render-util0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 libxcb-xkb1
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "bootstrap: need root (or sudo) to install: ${apt_packages[*]}" >&2; exit 1; fi
+}
+
+install_system_packages() {
+  command -v dpkg-query >/dev/null || { echo "bootstrap: not a Debian system; install the equivalents of: $*" >&2; return 0; }
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "bootstrap: installing system packages: ${missing[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+install_system_packages "${apt_packages[@]}"
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  if ! "$py" -m venv .venv 2>/dev/null; then
+    # Debian's python3 ships venv separately.
+    rm -rf .venv
+    install_system_packages python3-venv
+    "$py" -m venv .venv
+  fi
+fi
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing Python packages into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -e '.[test]' >&2
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+case "$mode" in
+  app)  exec .venv/bin/python main.py "$@" ;;
+  test) exec .venv/bin/python -m pytest "$@" ;;
+  env)  exit 0 ;;
+  *)    echo "usage: ./bootstrap.sh app|test|env [ARGS…]" >&2; exit 2 ;;
+esac

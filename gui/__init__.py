@@ -1,0 +1,1 @@
+"""Qt widgets and adapters from core observers to Qt signals."""

@@ -1,0 +1,1 @@
+"""Local realtime server and metrics receiver. Never imports gui/."""
