@@ -1,0 +1,153 @@
+"""A private PulseAudio server with virtual devices, for tests that use real sound streams.
+
+Layout (../shared/TESTING.md): a null sink `spk` (the app's speaker; we record its
+monitor) and a null sink `micsrc` whose monitor is remapped as the source `mic` (the
+app's microphone; we play into `micsrc`). Each null sink keeps one low-latency silent
+stream open, or the sink works in ~2 s blocks and sound arrives late and in lumps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+RATE = 48000
+REQUIRED_TOOLS = ("pulseaudio", "pactl", "pacat", "parec")
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+
+
+class PulseRig:
+    def __init__(self, runtime_dir: Path) -> None:
+        self.runtime_dir = runtime_dir
+        self.socket = runtime_dir / "native"
+        self.server = f"unix:{self.socket}"
+        self._keepalive: list[subprocess.Popen] = []
+        self._saved_env: dict[str, str | None] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PULSE_SERVER": self.server, "PULSE_RUNTIME_PATH": str(self.runtime_dir)}
+
+    def _run(self, *args: str) -> str:
+        return subprocess.run(args, check=True, capture_output=True, text=True, timeout=20, env={**os.environ, **self.env}).stdout
+
+    def start(self) -> None:
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "HOME": str(self.runtime_dir), "XDG_RUNTIME_DIR": str(self.runtime_dir)}
+        subprocess.run(
+            [
+                "pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n", "--log-target=stderr",
+                f"--load=module-native-protocol-unix socket={self.socket} auth-anonymous=1",
+                f"--load=module-null-sink sink_name=spk rate={RATE} channels=1",
+                f"--load=module-null-sink sink_name=micsrc rate={RATE} channels=1",
+                "--load=module-remap-source master=micsrc.monitor source_name=mic",
+            ],
+            check=True, capture_output=True, timeout=20, env=env,
+        )
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("PulseAudio did not open its socket")
+            time.sleep(0.05)
+        self._run("pactl", "set-default-sink", "spk")
+        self._run("pactl", "set-default-source", "mic")
+        for sink in ("spk", "micsrc"):
+            self._keepalive.append(subprocess.Popen(
+                ["pacat", "--playback", f"--device={sink}", "--latency-msec=20", "--rate=48000", "--channels=1", "/dev/zero"],
+                env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        for key, value in self.env.items():
+            self._saved_env[key] = os.environ.get(key)
+            os.environ[key] = value
+        time.sleep(2.0)  # let the null sinks settle into low-latency scheduling
+
+    def stop(self) -> None:
+        for proc in self._keepalive:
+            proc.terminate()
+            proc.wait(timeout=5)
+        self._keepalive.clear()
+        subprocess.run(["pactl", "exit"], env={**os.environ, **self.env}, capture_output=True, timeout=10)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def play_into_mic(self, samples: np.ndarray) -> subprocess.Popen:
+        """Start playing int16 mono 48 kHz samples into the virtual microphone."""
+        proc = subprocess.Popen(
+            ["pacat", "--playback", "--device=micsrc", "--latency-msec=20", "--rate=48000", "--channels=1", "--format=s16le"],
+            stdin=subprocess.PIPE, env={**os.environ, **self.env},
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(np.ascontiguousarray(samples, dtype="<i2").tobytes())
+        proc.stdin.close()
+        return proc
+
+    def record_speaker(self) -> "SpeakerRecording":
+        return SpeakerRecording(self.env)
+
+    def module_index(self, name_fragment: str) -> str | None:
+        for line in self._run("pactl", "list", "short", "modules").splitlines():
+            if name_fragment in line:
+                return line.split("\t", 1)[0]
+        return None
+
+    def unload_module(self, index: str) -> None:
+        self._run("pactl", "unload-module", index)
+
+
+class SpeakerRecording:
+    """Records what is played on the speaker sink (its monitor), as int16 mono 48 kHz."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self._proc = subprocess.Popen(
+            ["parec", "--device=spk.monitor", "--latency-msec=20", "--rate=48000", "--channels=1", "--format=s16le"],
+            stdout=subprocess.PIPE, env={**os.environ, **env},
+        )
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        while chunk := self._proc.stdout.read(1920):
+            self._chunks.append(chunk)
+
+    def samples(self) -> np.ndarray:
+        return np.frombuffer(b"".join(self._chunks), dtype="<i2")
+
+    def stop(self) -> np.ndarray:
+        self._proc.terminate()
+        self._proc.wait(timeout=5)
+        self._reader.join(timeout=5)
+        return self.samples()
+
+
+def tone(freq: float, seconds: float, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(RATE * seconds)) / RATE
+    return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
+
+
+def dominant_frequency(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / RATE)[int(np.argmax(spectrum))])
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
+    return path
