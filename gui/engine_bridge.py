@@ -1,0 +1,70 @@
+"""Engine observer → Qt signals.
+
+The engine calls its observers on the asyncio loop thread. With qasync that is the Qt
+thread, but a signal emitted from any other thread is queued to the receivers' thread
+by Qt itself, so widgets only ever see these signals on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, Signal
+
+from core.events import (
+    AssistantSpeaking,
+    EngineEvent,
+    InputLevel,
+    LatencyMeasured,
+    Problem,
+    ServerEvent,
+    StateChanged,
+    TranscriptDelta,
+)
+
+log = logging.getLogger(__name__)
+
+
+class EngineBridge(QObject):
+    """One signal per engine event type; `feed` is the observer the engine calls."""
+
+    state_changed = Signal(object)  # CallState
+    transcript = Signal(object)  # TranscriptDelta
+    latency = Signal(str, float)  # name, ms
+    input_level = Signal(float)  # dBFS
+    assistant_speaking = Signal(bool)
+    server_event = Signal(str)
+    problem = Signal(str, bool)  # message, fatal
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def attach(self, subscribe: Callable[[Callable[[EngineEvent], None]], Callable[[], None]]) -> None:
+        """Listen to an engine (pass its `subscribe`); replaces an earlier engine."""
+        self.detach()
+        self._unsubscribe = subscribe(self.feed)
+
+    def detach(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def feed(self, event: EngineEvent) -> None:
+        if isinstance(event, StateChanged):
+            self.state_changed.emit(event.state)
+        elif isinstance(event, TranscriptDelta):
+            self.transcript.emit(event)
+        elif isinstance(event, LatencyMeasured):
+            self.latency.emit(event.name, float(event.ms))
+        elif isinstance(event, InputLevel):
+            self.input_level.emit(float(event.dbfs))
+        elif isinstance(event, AssistantSpeaking):
+            self.assistant_speaking.emit(bool(event.speaking))
+        elif isinstance(event, ServerEvent):
+            self.server_event.emit(event.type)
+        elif isinstance(event, Problem):
+            self.problem.emit(event.message, bool(event.fatal))
+        else:  # a newer engine may send more; the window must not break on it
+            log.debug("ignored engine event %s", type(event).__name__)

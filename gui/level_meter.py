@@ -1,0 +1,71 @@
+"""Input level meter: a horizontal bar from -60 dBFS to 0 with a falling peak mark."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer
+from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+FLOOR_DB = -60.0
+# The peak mark falls this many dB per decay tick, like a hardware meter.
+_PEAK_FALL_DB = 1.5
+_DECAY_MS = 50
+
+
+class LevelMeter(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("levelMeter")
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip("Microphone level")
+        self._level = FLOOR_DB
+        self._peak = FLOOR_DB
+        self._decay = QTimer(self)
+        self._decay.setInterval(_DECAY_MS)
+        self._decay.timeout.connect(self._fall)
+
+    def sizeHint(self) -> QSize:
+        return QSize(160, 12)
+
+    def level(self) -> float:
+        return self._level
+
+    def set_level(self, dbfs: float) -> None:
+        value = FLOOR_DB if math.isnan(dbfs) else min(0.0, max(FLOOR_DB, dbfs))
+        self._level = value
+        if value > self._peak:
+            self._peak = value
+        if not self._decay.isActive():
+            self._decay.start()
+        self.update()
+
+    def _fall(self) -> None:
+        self._peak = max(self._level, self._peak - _PEAK_FALL_DB)
+        if self._peak <= self._level:
+            self._decay.stop()
+        self.update()
+
+    @staticmethod
+    def _fraction(db: float) -> float:
+        return (db - FLOOR_DB) / -FLOOR_DB
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor("#1f2630"))
+        painter.drawRoundedRect(rect, 4, 4)
+        fraction = self._fraction(self._level)
+        if fraction > 0:
+            # Green while comfortable, amber near clipping, red at it.
+            color = "#3fb68b" if self._level < -12 else "#e0a030" if self._level < -3 else "#e05050"
+            painter.setBrush(QColor(color))
+            painter.drawRoundedRect(QRectF(rect.x(), rect.y(), rect.width() * fraction, rect.height()), 4, 4)
+        peak_x = rect.x() + rect.width() * self._fraction(self._peak)
+        if self._peak > FLOOR_DB:
+            painter.setBrush(QColor("#e8edf3"))
+            painter.drawRect(QRectF(peak_x - 1, rect.y(), 2, rect.height()))
+        painter.end()
