@@ -1,0 +1,181 @@
+"""Application start: the window with its call (`run`) and offscreen screenshots.
+
+One thread runs Qt and asyncio together through qasync. The window shows first;
+the latency plot, the device list and the engine (aiortc) load after the first
+paint, so the window appears quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from PySide6.QtCore import QEvent, QObject
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication, QWidget
+
+from core import paths
+from core.config import Settings, load_settings, save_settings
+from gui.call_session import CallSession, Engine
+from gui.engine_bridge import EngineBridge
+from gui.main_window import LatencyStats, MainWindow
+
+log = logging.getLogger(__name__)
+
+# Set by bench/startup.py: print when the window first paints, then close at once.
+PROBE_ENV = "SANDRA_EXIT_AFTER_FIRST_PAINT"
+FIRST_PAINT_MARK = "sandra: first paint"
+DEFAULT_SIZE = (1100, 720)
+
+
+def application(argv: list[str] | None = None) -> QApplication:
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(argv or [sys.argv[0]])
+    app.setApplicationName("sandra")
+    app.setApplicationDisplayName("Sandra")
+    app.setOrganizationName("sandra")
+    app.setDesktopFileName("sandra")
+    app.setWindowIcon(QIcon(str(paths.resource("sandra.png"))))
+    try:
+        app.setStyleSheet(paths.resource("style.qss").read_text(encoding="utf-8"))
+    except OSError as exc:  # unstyled is ugly, not broken
+        log.warning("style sheet not loaded: %s", exc)
+    # The window closes only after the call is hung up; Qt must not quit before that.
+    app.setQuitOnLastWindowClosed(False)
+    return app
+
+
+def build_window(
+    settings: Settings, *, engine: Engine | None = None, latency_stats: LatencyStats | None = None
+) -> MainWindow:
+    bridge = EngineBridge()
+    session = CallSession(settings, bridge, engine=engine)
+    window = MainWindow(session, latency_stats=latency_stats)
+    bridge.setParent(window)
+    session.setParent(window)
+    return window
+
+
+class _FirstPaint(QObject):
+    """Calls back once, on the first paint event a widget gets."""
+
+    def __init__(self, widget: QWidget, callback: Callable[[], None]) -> None:
+        super().__init__(widget)
+        self._callback: Callable[[], None] | None = callback
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Paint and self._callback is not None:
+            callback, self._callback = self._callback, None
+            watched.removeEventFilter(self)
+            # After this paint has finished, not inside it.
+            asyncio.get_running_loop().call_soon(callback)
+        return False
+
+
+async def _list_devices(window: MainWindow) -> None:
+    from core.audio import list_devices
+
+    devices = await asyncio.get_running_loop().run_in_executor(None, list_devices)
+    settings = window.session.settings
+    window.devices.populate(devices, settings.input_device, settings.output_device)
+
+
+async def run_window(window: MainWindow, *, connect: bool = True, probe: bool = False) -> int:
+    """Show the window, finish loading after the first paint, and live until it closes."""
+    loop = asyncio.get_running_loop()
+    painted: asyncio.Future[None] = loop.create_future()
+    closed: asyncio.Future[None] = loop.create_future()
+    _FirstPaint(window, lambda: painted.done() or painted.set_result(None))
+    window.close_requested.connect(lambda: closed.done() or closed.set_result(None))
+    window.show()
+    await painted
+    if probe:
+        print(FIRST_PAINT_MARK, flush=True)
+        window.close()
+    else:
+        window.install_latency_plot()
+        window.session.spawn(_list_devices(window), "list the sound devices")
+        if connect:
+            window.session.connect_call()
+    await closed
+    await shutdown(window)
+    return 0
+
+
+async def shutdown(window: MainWindow) -> None:
+    """Hang up, stop the engine and its server, remember the window, then close it."""
+    settings = window.session.settings
+    settings.window_geometry = window.encoded_geometry()
+    await window.session.close()
+    try:
+        save_settings(settings)
+    except OSError as exc:
+        log.warning("settings not saved: %s", exc)
+    window.allow_close()
+    window.close()
+
+
+def run(argv: list[str]) -> int:
+    """The desktop app. Returns the process exit code."""
+    import qasync
+
+    application(argv)
+    window = build_window(load_settings())
+    window.settings_requested.connect(lambda: _open_settings(window))
+    probe = os.environ.get(PROBE_ENV) == "1"
+    return int(qasync.run(run_window(window, probe=probe)))
+
+
+def _open_settings(window: MainWindow) -> None:
+    from gui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(window.session.settings, window)
+    if dialog.exec() and dialog.saved is not None:
+        window.session.replace_settings(dialog.saved)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x", 1))
+    except ValueError:
+        return DEFAULT_SIZE
+    return (width, height) if width > 0 and height > 0 else DEFAULT_SIZE
+
+
+def render(path: str, size: tuple[int, int], demo: bool) -> MainWindow:
+    """Build the window offscreen (optionally with the demo call) and save a PNG of it."""
+    from gui import demo as demo_call
+
+    application()
+    tracker = demo_call.demo_tracker()
+    window = build_window(Settings(), latency_stats=lambda: tracker.stats("response_latency"))
+    window.resize(*size)
+    window.show()
+    window.install_latency_plot()
+    if demo:
+        window.status_line.set_provider(*demo_call.PROVIDER)
+        demo_call.play(window.session.bridge, tracker)
+    QApplication.processEvents()
+    if not window.grab().save(path, "PNG"):
+        raise OSError(f"could not write {path}")
+    return window
+
+
+def screenshot(argv: list[str]) -> int:
+    """argv = [path, "WxH", "demo" or ""]."""
+    path = argv[0]
+    size = _parse_size(argv[1]) if len(argv) > 1 and argv[1] else DEFAULT_SIZE
+    demo = len(argv) > 2 and argv[2] == "demo"
+    try:
+        window = render(path, size, demo)
+    except OSError as exc:
+        print(f"sandra: {exc}", file=sys.stderr)
+        return 1
+    window.allow_close()
+    window.close()
+    print(f"wrote {path} ({size[0]}x{size[1]})")
+    return 0

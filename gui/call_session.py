@@ -1,0 +1,182 @@
+"""The window's handle on the call engine.
+
+Creates the engine lazily (core.engine pulls in aiortc and av, ~0.5 s, so it is
+imported in a worker thread after the window has painted), runs the engine's
+coroutines as tracked tasks so none is left pending at exit, and turns any
+unexpected exception into a readable Problem instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from PySide6.QtCore import QObject, Signal
+
+from core.call_state import CallState
+from core.config import Settings
+from core.events import EngineEvent, Problem
+from gui.engine_bridge import EngineBridge
+
+log = logging.getLogger(__name__)
+
+# How long closing waits for the engine's coroutines before cancelling them.
+_CLOSE_WAIT_S = 5.0
+
+
+class Engine(Protocol):
+    """What the window uses of core.engine.CallEngine."""
+
+    @property
+    def state(self) -> CallState: ...
+    @property
+    def provider_label(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    def subscribe(self, observer: Callable[[EngineEvent], None]) -> Callable[[], None]: ...
+    async def start(self) -> None: ...
+    async def hang_up(self) -> None: ...
+    def press(self) -> None: ...
+    def release(self) -> None: ...
+    async def set_hands_free(self, on: bool) -> None: ...
+    async def set_devices(self, input_device: str | None, output_device: str | None) -> None: ...
+    async def close(self) -> None: ...
+
+
+async def default_engine_factory(settings: Settings) -> Engine:
+    loop = asyncio.get_running_loop()
+    module = await loop.run_in_executor(None, importlib.import_module, "core.engine")
+    engine: Engine = module.CallEngine(settings)
+    return engine
+
+
+class CallSession(QObject):
+    engine_ready = Signal(object)  # the engine, once created
+
+    def __init__(
+        self,
+        settings: Settings,
+        bridge: EngineBridge,
+        *,
+        engine: Engine | None = None,
+        factory: Callable[[Settings], Awaitable[Engine]] = default_engine_factory,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.bridge = bridge
+        self._factory = factory
+        self._engine: Engine | None = None
+        self._creating: asyncio.Future[Engine] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        if engine is not None:
+            self._adopt(engine)
+
+    @property
+    def engine(self) -> Engine | None:
+        return self._engine
+
+    def in_call(self) -> bool:
+        return self._engine is not None and self._engine.state.phase.value in ("connecting", "connected", "reconnecting")
+
+    def _adopt(self, engine: Engine) -> None:
+        self._engine = engine
+        self.bridge.attach(engine.subscribe)
+        self.engine_ready.emit(engine)
+
+    async def ensure_engine(self) -> Engine:
+        if self._engine is None:
+            if self._creating is None:
+                self._creating = asyncio.ensure_future(self._factory(self.settings))
+            creating = self._creating
+            try:
+                # Shielded: a cancelled caller must not cancel a creation others wait for.
+                engine = await asyncio.shield(creating)
+            finally:
+                if self._creating is creating and creating.done():
+                    self._creating = None
+            if self._engine is None:
+                self._adopt(engine)
+        assert self._engine is not None
+        return self._engine
+
+    def spawn(self, coro: Awaitable[Any], what: str) -> None:
+        """Run a coroutine on the loop, tracked so close() can wait for it."""
+        task = asyncio.ensure_future(self._guard(coro, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, coro: Awaitable[Any], what: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with detail
+            log.exception("could not %s", what)
+            self.bridge.feed(Problem(f"Could not {what}: {exc}", fatal=False))
+
+    # Actions the window triggers; each is safe to call at any time.
+    def connect_call(self) -> None:
+        self.spawn(self._connect(), "start the call")
+
+    async def _connect(self) -> None:
+        engine = await self.ensure_engine()
+        await engine.start()
+
+    def hang_up(self) -> None:
+        if self._engine is not None:
+            self.spawn(self._engine.hang_up(), "hang up")
+
+    def press(self) -> None:
+        if self._engine is not None:
+            self._engine.press()
+
+    def release(self) -> None:
+        if self._engine is not None:
+            self._engine.release()
+
+    def set_hands_free(self, on: bool) -> None:
+        self.settings.hands_free = on
+        if self._engine is not None:
+            self.spawn(self._engine.set_hands_free(on), "switch hands-free")
+
+    def set_devices(self, input_device: str | None, output_device: str | None) -> None:
+        self.settings.input_device, self.settings.output_device = input_device, output_device
+        if self._engine is not None:
+            self.spawn(self._engine.set_devices(input_device, output_device), "switch sound devices")
+
+    def replace_settings(self, settings: Settings) -> None:
+        """New provider settings: the engine is rebuilt from them, and a live call redialled."""
+        reconnect = self.in_call()
+        self.settings = settings
+        old, self._engine = self._engine, None
+        self.spawn(self._swap(old, reconnect), "apply the new settings")
+
+    async def _swap(self, old: Engine | None, reconnect: bool) -> None:
+        if old is not None:
+            self.bridge.detach()
+            await old.close()
+        if reconnect:
+            await self._connect()
+
+    async def close(self) -> None:
+        """Hang up, stop the engine (and its local server), leave no task pending."""
+        if self._creating is not None:
+            await self.ensure_engine()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            try:
+                await engine.close()
+            except Exception:  # noqa: BLE001 - exiting anyway; the log keeps the detail
+                log.exception("closing the engine failed")
+        self.bridge.detach()
+        if self._tasks:
+            # Closing the engine ends its coroutines; give them a moment, then cancel the rest.
+            _, pending = await asyncio.wait(list(self._tasks), timeout=_CLOSE_WAIT_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
