@@ -1,0 +1,274 @@
+"""Settings (a JSON file in the user's config dir) and secrets (keyring or environment).
+
+Secrets never enter the settings file: API keys and the TURN password live in the
+system keyring, or come from the environment (SANDRA_API_KEY, SANDRA_TURN_PASSWORD),
+which wins so scripts and tests need no keyring. A settings file that cannot be read
+is set aside and the app starts on defaults with a warning, never in a crash loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import paths
+from core.errors import ConfigError
+from core.logs import register_secret
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("local", "openai", "azure", "custom", "token_url")
+SETTINGS_FILE = "settings.json"
+SETTINGS_VERSION = 1
+KEYRING_SERVICE = "sandra-desktop"
+# Keyring user name for the TURN password, beside one entry per provider name.
+TURN_KEYRING_USER = "turn"
+ENV_API_KEY = "SANDRA_API_KEY"
+ENV_TURN_PASSWORD = "SANDRA_TURN_PASSWORD"
+MAX_RETENTION_DAYS = 36_500
+
+DEFAULT_INSTRUCTIONS = (
+    "You are Sandra, a friendly voice assistant. Answer briefly and clearly, "
+    "in the language the user speaks."
+)
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """What core.providers needs to build a provider; no secrets here."""
+
+    kind: str = "local"
+    base_url: str = ""
+    token_url: str = ""
+    azure_resource: str = ""
+    model: str = "gpt-realtime"
+    legacy_calls_endpoint: bool = False
+
+
+@dataclass
+class Settings:
+    provider: str = "local"
+    base_url: str = ""
+    token_url: str = ""
+    azure_resource: str = ""
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    instructions: str = DEFAULT_INSTRUCTIONS
+    transcription_model: str = "gpt-4o-mini-transcribe"
+    metrics_url: str = ""
+    turn_server: str = ""
+    turn_username: str = ""
+    hands_free: bool = False
+    input_device: str | None = None
+    output_device: str | None = None
+    transcript_retention_days: int = 90
+    # base64 of Qt's saveGeometry(); opaque here.
+    window_geometry: str | None = None
+    legacy_calls_endpoint: bool = False
+    # Problems met while loading, for the window to show; never saved.
+    load_warnings: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def provider_settings(self) -> ProviderSettings:
+        return ProviderSettings(
+            kind=self.provider,
+            base_url=self.base_url,
+            token_url=self.token_url,
+            azure_resource=self.azure_resource,
+            model=self.model,
+            legacy_calls_endpoint=self.legacy_calls_endpoint,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in _SAVED_FIELDS}
+        data["version"] = SETTINGS_VERSION
+        return data
+
+
+_SAVED_FIELDS = tuple(f for f in dataclasses.fields(Settings) if f.name != "load_warnings")
+_DEFAULTS = Settings()
+
+
+def _valid(name: str, value: Any) -> bool:
+    """Whether `value` may stand in field `name` (type and range)."""
+    default = getattr(_DEFAULTS, name)
+    if name == "provider":
+        return value in PROVIDERS
+    if name == "transcript_retention_days":
+        return type(value) is int and 0 <= value <= MAX_RETENTION_DAYS
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if name in ("input_device", "output_device", "window_geometry"):
+        return value is None or isinstance(value, str)
+    return isinstance(value, str)
+
+
+def settings_path() -> Path:
+    return paths.config_dir() / SETTINGS_FILE
+
+
+def _set_aside(path: Path, why: str) -> str:
+    """Rename a file that cannot be read, so the next start does not fail on it again."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        log.error("cannot set the unreadable settings file aside: %s", exc)
+        return f"The settings file {path} could not be read ({why}); Sandra is using default settings."
+    log.warning("settings file unreadable (%s); set aside as %s", why, aside)
+    return (
+        f"The settings file could not be read ({why}). It was set aside as {aside.name} "
+        "and Sandra started with default settings."
+    )
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """The saved settings; defaults (the local provider) when there are none.
+
+    Never raises for a bad file: it is set aside (or bad fields reset to their
+    defaults) and `load_warnings` on the result says what happened.
+    """
+    path = path or settings_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except OSError as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return Settings(load_warnings=[f"The settings file could not be read ({exc}); using default settings."])
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return Settings(load_warnings=[_set_aside(path, f"not valid JSON: {exc}")])
+    if not isinstance(data, dict):
+        return Settings(load_warnings=[_set_aside(path, "not a JSON object")])
+
+    settings = Settings()
+    for f in _SAVED_FIELDS:
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if _valid(f.name, value):
+            setattr(settings, f.name, value)
+        else:
+            log.warning("setting %s has an unusable value; using the default", f.name)
+            settings.load_warnings.append(
+                f"The setting '{f.name}' had an unusable value and was reset to its default."
+            )
+    return settings
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> None:
+    """Write atomically (temporary file, then rename): a crash mid-write leaves the old file."""
+    path = path or settings_path()
+    for f in _SAVED_FIELDS:
+        if not _valid(f.name, getattr(settings, f.name)):
+            raise ConfigError(f"The setting '{f.name}' has an invalid value: {getattr(settings, f.name)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(settings.to_json(), indent=2, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+_NO_KEYRING = (
+    "No usable system keyring was found to keep the {what} safe. Install or unlock one "
+    "(GNOME Keyring, KWallet, macOS Keychain, Windows Credential Manager), "
+    "or set {env} in the environment instead."
+)
+
+
+def _keyring_get(user: str) -> str | None:
+    import keyring
+
+    try:
+        value = keyring.get_password(KEYRING_SERVICE, user)
+    except Exception as exc:  # no backend, locked, D-Bus gone: behave as "not stored"
+        log.warning("cannot read the keyring (%s)", type(exc).__name__)
+        return None
+    register_secret(value)
+    return value
+
+
+def _keyring_set(user: str, value: str, what: str, env: str) -> None:
+    import keyring
+    from keyring.errors import KeyringError
+
+    register_secret(value)
+    try:
+        keyring.set_password(KEYRING_SERVICE, user, value)
+    except KeyringError as exc:
+        raise ConfigError(_NO_KEYRING.format(what=what, env=env)) from exc
+
+
+def _keyring_delete(user: str) -> None:
+    import keyring
+    from keyring.errors import KeyringError, PasswordDeleteError
+
+    try:
+        keyring.delete_password(KEYRING_SERVICE, user)
+    except PasswordDeleteError:
+        pass  # nothing stored: already the wanted result
+    except KeyringError as exc:
+        log.warning("cannot delete from the keyring (%s)", type(exc).__name__)
+
+
+def _check_provider(provider: str) -> None:
+    if provider not in PROVIDERS:
+        raise ConfigError(f"Unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}.")
+
+
+def get_api_key(provider: str) -> str | None:
+    """SANDRA_API_KEY if set, else the provider's key from the keyring, else None."""
+    _check_provider(provider)
+    value = os.environ.get(ENV_API_KEY) or None
+    if value:
+        register_secret(value)
+        return value
+    return _keyring_get(provider)
+
+
+def set_api_key(provider: str, value: str) -> None:
+    """Store the key in the keyring; ConfigError if there is no usable keyring."""
+    _check_provider(provider)
+    if not value:
+        raise ConfigError("The API key is empty.")
+    _keyring_set(provider, value, "API key", ENV_API_KEY)
+
+
+def delete_api_key(provider: str) -> None:
+    _check_provider(provider)
+    _keyring_delete(provider)
+
+
+def get_turn_password() -> str | None:
+    value = os.environ.get(ENV_TURN_PASSWORD) or None
+    if value:
+        register_secret(value)
+        return value
+    return _keyring_get(TURN_KEYRING_USER)
+
+
+def set_turn_password(value: str) -> None:
+    if not value:
+        raise ConfigError("The TURN password is empty.")
+    _keyring_set(TURN_KEYRING_USER, value, "TURN password", ENV_TURN_PASSWORD)
+
+
+def delete_turn_password() -> None:
+    _keyring_delete(TURN_KEYRING_USER)

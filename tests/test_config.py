@@ -1,0 +1,281 @@
+"""Settings file and secrets: round trip, corrupt files set aside, keys only in the keyring."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import keyring
+import pytest
+from keyring.backend import KeyringBackend
+from keyring.errors import NoKeyringError, PasswordDeleteError
+
+from core import config
+from core.config import ProviderSettings, Settings, load_settings, save_settings
+from core.errors import ConfigError
+from core.logs import redact
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring that lives in this process only (tests must not touch the real one)."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if (service, username) not in self.store:
+            raise PasswordDeleteError("not found")
+        del self.store[(service, username)]
+
+
+class NoKeyring(KeyringBackend):
+    """Behaves like keyring's 'fail' backend: every call raises NoKeyringError."""
+
+    priority = 0  # type: ignore[assignment]
+
+    def get_password(self, service: str, username: str) -> str | None:
+        raise NoKeyringError("no backend")
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise NoKeyringError("no backend")
+
+    def delete_password(self, service: str, username: str) -> None:
+        raise NoKeyringError("no backend")
+
+
+@pytest.fixture
+def memory_keyring(monkeypatch: pytest.MonkeyPatch):
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    monkeypatch.delenv("SANDRA_API_KEY", raising=False)
+    monkeypatch.delenv("SANDRA_TURN_PASSWORD", raising=False)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def no_keyring(monkeypatch: pytest.MonkeyPatch):
+    previous = keyring.get_keyring()
+    keyring.set_keyring(NoKeyring())
+    monkeypatch.delenv("SANDRA_API_KEY", raising=False)
+    monkeypatch.delenv("SANDRA_TURN_PASSWORD", raising=False)
+    yield
+    keyring.set_keyring(previous)
+
+
+def every_field_changed() -> Settings:
+    """A Settings in which every saved field differs from its default."""
+    changed = Settings(
+        provider="azure",
+        base_url="https://example.test/v1",
+        token_url="https://example.test/token",
+        azure_resource="my-resource",
+        model="my-deployment",
+        voice="cedar",
+        instructions="Be terse.\nÜnïcödé too.",
+        transcription_model="whisper-1",
+        metrics_url="http://127.0.0.1:9/api/sandra/metrics",
+        turn_server="turn.example.test",
+        turn_username="alice",
+        hands_free=True,
+        input_device="USB mic",
+        output_device="Headphones",
+        transcript_retention_days=7,
+        window_geometry="AdnQywADAAAAAAGQ",
+        legacy_calls_endpoint=True,
+    )
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        if f.name != "load_warnings":
+            assert getattr(changed, f.name) != getattr(defaults, f.name), f.name
+    return changed
+
+
+def test_missing_file_gives_defaults_on_the_local_provider(private_home: Path) -> None:
+    settings = load_settings()
+    assert settings == Settings()
+    assert settings.provider == "local"
+    assert settings.model == "gpt-realtime" and settings.voice == "marin"
+    assert settings.transcript_retention_days == 90
+    assert settings.load_warnings == []
+
+
+def test_round_trip_of_every_field(private_home: Path) -> None:
+    original = every_field_changed()
+    save_settings(original)
+    assert config.settings_path().is_relative_to(private_home)
+    loaded = load_settings()
+    assert loaded == original
+    for f in dataclasses.fields(Settings):
+        assert getattr(loaded, f.name) == getattr(original, f.name), f.name
+    assert loaded.load_warnings == []
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    save_settings(Settings(voice="first"), path)
+    save_settings(Settings(voice="second"), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["settings.json"]
+    assert json.loads(path.read_text())["voice"] == "second"
+
+
+def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "settings.json"
+    save_settings(Settings(voice="kept"), path)
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(config.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        save_settings(Settings(voice="lost"), path)
+    monkeypatch.undo()
+    assert load_settings(path).voice == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["settings.json"]
+
+
+def test_invalid_values_are_refused_on_save(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        save_settings(Settings(provider="nonsense"), tmp_path / "s.json")
+    with pytest.raises(ConfigError):
+        save_settings(Settings(transcript_retention_days=-1), tmp_path / "s.json")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", '"text"', "", "[" * 100_000])
+def test_corrupt_file_is_set_aside_with_a_warning(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(content)
+    settings = load_settings(path)
+    assert settings == Settings()
+    assert len(settings.load_warnings) == 1 and "set aside" in settings.load_warnings[0]
+    assert not path.exists()
+    aside = list(tmp_path.glob("settings.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == content
+    # The next start is clean: no crash loop, no second warning.
+    assert load_settings(path).load_warnings == []
+
+
+def test_wrong_types_fall_back_per_field_and_unknown_keys_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({
+        "provider": "openai",
+        "voice": 42,
+        "hands_free": "yes",
+        "transcript_retention_days": True,
+        "input_device": ["a"],
+        "model": "kept-model",
+        "someday_setting": {"x": 1},
+    }))
+    settings = load_settings(path)
+    assert settings.provider == "openai" and settings.model == "kept-model"
+    assert settings.voice == "marin" and settings.hands_free is False
+    assert settings.transcript_retention_days == 90 and settings.input_device is None
+    assert len(settings.load_warnings) == 4
+    assert path.exists()  # a partly good file is kept, not set aside
+
+
+def test_unknown_provider_falls_back_to_local(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"provider": "martian"}))
+    assert load_settings(path).provider == "local"
+
+
+def test_provider_settings_carry_what_providers_need() -> None:
+    settings = every_field_changed()
+    assert settings.provider_settings() == ProviderSettings(
+        kind="azure",
+        base_url="https://example.test/v1",
+        token_url="https://example.test/token",
+        azure_resource="my-resource",
+        model="my-deployment",
+        legacy_calls_endpoint=True,
+    )
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+def test_api_key_lives_in_the_keyring_and_in_no_file(private_home: Path, memory_keyring: MemoryKeyring) -> None:
+    key = "sk-test-NEVER-IN-A-FILE-0123456789"
+    config.set_api_key("openai", key)
+    save_settings(every_field_changed())
+    assert config.get_api_key("openai") == key
+    assert memory_keyring.store == {("sandra-desktop", "openai"): key}
+    assert config.get_api_key("azure") is None
+    for path in private_home.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+    assert key not in redact(f"using {key}")
+
+
+def test_environment_key_wins(memory_keyring: MemoryKeyring, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.set_api_key("openai", "keyring-key-123456")
+    monkeypatch.setenv("SANDRA_API_KEY", "environment-key-123456")
+    assert config.get_api_key("openai") == "environment-key-123456"
+    assert "environment-key-123456" not in redact("key environment-key-123456")
+
+
+def test_delete_api_key(memory_keyring: MemoryKeyring) -> None:
+    config.set_api_key("azure", "azure-key-123456")
+    config.delete_api_key("azure")
+    assert config.get_api_key("azure") is None
+    config.delete_api_key("azure")  # deleting what is not there is fine
+
+
+def test_unknown_provider_and_empty_key_are_config_errors(memory_keyring: MemoryKeyring) -> None:
+    with pytest.raises(ConfigError):
+        config.get_api_key("martian")
+    with pytest.raises(ConfigError):
+        config.set_api_key("openai", "")
+
+
+def test_without_a_keyring_get_is_none_and_set_says_what_to_do(no_keyring: None) -> None:
+    assert config.get_api_key("openai") is None
+    with pytest.raises(ConfigError) as info:
+        config.set_api_key("openai", "sk-some-key-0123456789")
+    assert "SANDRA_API_KEY" in str(info.value)
+    config.delete_api_key("openai")  # no crash either
+    assert config.get_turn_password() is None
+
+
+def test_without_a_keyring_the_environment_still_works(no_keyring: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDRA_API_KEY", "env-only-key-123456")
+    assert config.get_api_key("openai") == "env-only-key-123456"
+
+
+def test_turn_password_from_environment_or_keyring(
+    private_home: Path, memory_keyring: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert config.get_turn_password() is None
+    config.set_turn_password("turn-pass-in-keyring")
+    save_settings(every_field_changed())
+    assert config.get_turn_password() == "turn-pass-in-keyring"
+    monkeypatch.setenv("SANDRA_TURN_PASSWORD", "turn-pass-from-env")
+    assert config.get_turn_password() == "turn-pass-from-env"
+    for path in private_home.rglob("*"):
+        if path.is_file():
+            assert b"turn-pass-in-keyring" not in path.read_bytes()
+    config.delete_turn_password()
+    monkeypatch.delenv("SANDRA_TURN_PASSWORD")
+    assert config.get_turn_password() is None
+
+
+def test_settings_file_is_plain_json_with_a_version(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    save_settings(Settings(), path)
+    data = json.loads(path.read_text())
+    assert data["version"] == config.SETTINGS_VERSION
+    assert "load_warnings" not in data
+    assert os.stat(path).st_size < 4096
