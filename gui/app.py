@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QObject
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -134,8 +134,10 @@ def _open_settings(window: MainWindow) -> None:
     from gui.settings_dialog import SettingsDialog
 
     dialog = SettingsDialog(window.session.settings, window)
-    if dialog.exec() and dialog.saved is not None:
-        window.session.replace_settings(dialog.saved)
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    # open(), not exec(): a nested event loop would stall asyncio tasks under qasync.
+    dialog.accepted.connect(lambda: dialog.saved is not None and window.session.replace_settings(dialog.saved))
+    dialog.open()
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -55,8 +55,8 @@ class LatencyPlot(QWidget):
             symbolBrush=_POINT_COLOR, symbolPen=None, name="per turn",
         )
         dash = Qt.PenStyle.DashLine
-        self.p95_line = self.plot.plot([], [], pen=pg.mkPen(_P95_COLOR, width=1.5, style=dash), name="p95")
-        self.p99_line = self.plot.plot([], [], pen=pg.mkPen(_P99_COLOR, width=1.5, style=dash), name="p99")
+        self.p95_line = self.plot.plot([], [], pen=pg.mkPen(_P95_COLOR, width=2, style=dash), name="p95")
+        self.p99_line = self.plot.plot([], [], pen=pg.mkPen(_P99_COLOR, width=2, style=dash), name="p99")
         legend.setZValue(10)
 
         self._figures = {key: QLabel("—") for key in ("count", "avg", "p95", "p99")}

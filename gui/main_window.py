@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QApplication,
     QCheckBox,
+    QComboBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -219,7 +220,10 @@ class MainWindow(QMainWindow):
 
     def _editing_text(self) -> bool:
         focus = QApplication.focusWidget()
-        return isinstance(focus, _TEXT_INPUTS) and focus.window() is self
+        if focus is None or focus.window() is not self:
+            return False
+        # An editable combo box keeps the focus itself and hands keys to its line edit.
+        return isinstance(focus, _TEXT_INPUTS) or (isinstance(focus, QComboBox) and focus.isEditable())
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
         # A key released in another window never reaches us: end the turn when focus leaves.

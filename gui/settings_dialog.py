@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QSpinBox,
     QVBoxLayout,
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from core import config
 from core.config import Settings
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class SettingsDialog(QDialog):
         self.setMinimumWidth(520)
         self._original = settings
         self._keys: dict[str, str] = {}  # keys typed in this dialog, by provider, not yet saved
+        self._loaded_keys: dict[str, str] = {}  # what the keyring held when shown: unchanged means no write
         self.saved: Settings | None = None  # what accept() wrote
 
         self.provider = QComboBox()
@@ -77,6 +81,9 @@ class SettingsDialog(QDialog):
         self.turn_server = QLineEdit()
         self.turn_server.setPlaceholderText("optional: turn.example.com")
         self.turn_username = QLineEdit()
+        self.turn_password = QLineEdit()
+        self.turn_password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.turn_password.setPlaceholderText("stored in the system keyring")
         self.retention = QSpinBox()
         self.retention.setRange(0, 3650)
         self.retention.setSuffix(" days")
@@ -96,11 +103,12 @@ class SettingsDialog(QDialog):
         form.addRow("Metrics URL", self.metrics_url)
         form.addRow("TURN server", self.turn_server)
         form.addRow("TURN username", self.turn_username)
+        form.addRow("TURN password", self.turn_password)
         form.addRow("Keep transcripts", self.retention)
         form.addRow("", self.legacy_calls)
         self._form = form
-        note = QLabel("The API key is kept in your system keyring, never in the settings file. "
-                      "The TURN password is read from SANDRA_TURN_PASSWORD.")
+        note = QLabel("The API key and the TURN password are kept in your system keyring, "
+                      "never in the settings file.")
         note.setWordWrap(True)
         note.setObjectName("hint")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
@@ -131,13 +139,21 @@ class SettingsDialog(QDialog):
         self.retention.setValue(int(s.transcript_retention_days or 0))
         self.legacy_calls.setChecked(bool(s.legacy_calls_endpoint))
         self.api_key.setText(self._stored_key(s.provider))
+        self._loaded_turn_password = self._read_secret(config.get_turn_password)
+        self.turn_password.setText(self._loaded_turn_password)
         self._update_enabled()
 
     def _stored_key(self, provider: str) -> str:
         if provider not in _NEEDS["api_key"]:
             return ""
+        if provider not in self._loaded_keys:
+            self._loaded_keys[provider] = self._read_secret(lambda: config.get_api_key(provider))
+        return self._loaded_keys[provider]
+
+    @staticmethod
+    def _read_secret(read: Callable[[], str | None]) -> str:
         try:
-            return config.get_api_key(provider) or ""
+            return read() or ""
         except Exception as exc:  # noqa: BLE001 - a locked or missing keyring must not stop the dialog
             log.warning("cannot read the keyring: %s", type(exc).__name__)
             return ""
@@ -182,20 +198,33 @@ class SettingsDialog(QDialog):
         )
 
     def save(self) -> Settings:
-        """Write the settings file and the keyring; returns what was saved."""
-        self._keys[self.selected_provider()] = self.api_key.text()
+        """Write the keyring and the settings file; returns what was saved.
+
+        Raises ConfigError (e.g. no usable keyring) before anything is written to the file.
+        """
+        self._keys[self.selected_provider()] = self.api_key.text().strip()
         for provider, key in self._keys.items():
-            if provider not in _NEEDS["api_key"]:
-                continue
-            if key.strip():
-                config.set_api_key(provider, key.strip())
-            elif self._stored_key(provider):
+            if provider not in _NEEDS["api_key"] or key == self._stored_key(provider):
+                continue  # unchanged (also: a key from SANDRA_API_KEY is not copied into the keyring)
+            if key:
+                config.set_api_key(provider, key)
+            else:
                 config.delete_api_key(provider)
+        turn_password = self.turn_password.text().strip()
+        if turn_password != self._loaded_turn_password:
+            if turn_password:
+                config.set_turn_password(turn_password)
+            else:
+                config.delete_turn_password()
         saved = self.settings()
         config.save_settings(saved)
         log.info("settings saved (provider %s)", saved.provider)
         return saved
 
     def accept(self) -> None:
-        self.saved = self.save()
+        try:
+            self.saved = self.save()
+        except ConfigError as exc:
+            QMessageBox.warning(self, "Settings not saved", str(exc))
+            return
         super().accept()

@@ -1,0 +1,143 @@
+"""Settings dialog: every field round-trips; the keys live in the keyring and nowhere on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keyring
+import pytest
+from keyring.backend import KeyringBackend
+from keyring.errors import PasswordDeleteError
+
+from core import config, paths
+from core.config import Settings, load_settings
+from gui.app import application
+from gui.settings_dialog import SettingsDialog
+
+API_KEY = "sk-test-0123456789abcdefSECRET"
+TURN_PASSWORD = "turn-pass-9876543210"
+
+
+class MemoryKeyring(KeyringBackend):
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.store.pop((service, username), None) is None:
+            raise PasswordDeleteError("not found")
+
+
+@pytest.fixture
+def memory_keyring(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("SANDRA_API_KEY", raising=False)
+    monkeypatch.delenv("SANDRA_TURN_PASSWORD", raising=False)
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def _every_field_changed() -> Settings:
+    return dataclasses.replace(
+        Settings(),
+        provider="azure",
+        base_url="https://compatible.example/v1",
+        token_url="https://backend.example/token",
+        azure_resource="contoso-east",
+        model="gpt-realtime-mini",
+        voice="cedar",
+        instructions="Answer in French.\nKeep it short.",
+        transcription_model="whisper-1",
+        metrics_url="https://metrics.example/api/sandra/metrics",
+        turn_server="turn.example.org",
+        turn_username="alice",
+        transcript_retention_days=7,
+        legacy_calls_endpoint=True,
+        hands_free=True,
+        input_device="pulse",
+        output_device="spk",
+        window_geometry="AdnQywADAAAAAAAA",
+    )
+
+
+def test_every_field_round_trips_and_keys_stay_in_the_keyring(qtbot, private_home: Path, memory_keyring) -> None:
+    application()
+    wanted = _every_field_changed()
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    # Fill the dialog as a user would.
+    dialog.provider.setCurrentIndex(dialog.provider.findData(wanted.provider))
+    dialog.base_url.setText(wanted.base_url)
+    dialog.token_url.setText(wanted.token_url)
+    dialog.azure_resource.setText(wanted.azure_resource)
+    dialog.model.setText(wanted.model)
+    dialog.voice.setText(wanted.voice)
+    dialog.instructions.setPlainText(wanted.instructions)
+    dialog.transcription_model.setText(wanted.transcription_model)
+    dialog.metrics_url.setText(wanted.metrics_url)
+    dialog.turn_server.setText(wanted.turn_server)
+    dialog.turn_username.setText(wanted.turn_username)
+    dialog.turn_password.setText(TURN_PASSWORD)
+    dialog.retention.setValue(wanted.transcript_retention_days)
+    dialog.legacy_calls.setChecked(True)
+    dialog.api_key.setText(API_KEY)
+    assert dialog.api_key.echoMode() == dialog.api_key.EchoMode.Password
+    dialog.accept()
+    assert dialog.result() == dialog.DialogCode.Accepted
+
+    loaded = load_settings()
+    shown = {f.name for f in dataclasses.fields(Settings)} - {"hands_free", "input_device", "output_device",
+                                                              "window_geometry", "load_warnings"}
+    for name in shown:
+        assert getattr(loaded, name) == getattr(wanted, name), name
+    assert config.get_api_key("azure") == API_KEY
+    assert config.get_turn_password() == TURN_PASSWORD
+
+    # Reopened, the dialog shows what was saved, key included (masked).
+    again = SettingsDialog(loaded)
+    qtbot.addWidget(again)
+    assert again.settings() == loaded
+    assert again.api_key.text() == API_KEY
+    assert again.turn_password.text() == TURN_PASSWORD
+
+    # The secrets are in no file under the config dir (nor anywhere in the private home).
+    files = [p for p in private_home.rglob("*") if p.is_file()]
+    assert any(p.parent == paths.config_dir() for p in files), "the settings file was not written"
+    for path in files:
+        data = path.read_bytes()
+        assert API_KEY.encode() not in data, path
+        assert TURN_PASSWORD.encode() not in data, path
+
+
+def test_fields_the_dialog_does_not_show_pass_through(qtbot, private_home: Path, memory_keyring) -> None:
+    application()
+    original = _every_field_changed()
+    dialog = SettingsDialog(original)
+    qtbot.addWidget(dialog)
+    dialog.accept()
+    loaded = load_settings()
+    for name in ("hands_free", "input_device", "output_device", "window_geometry"):
+        assert getattr(loaded, name) == getattr(original, name), name
+
+
+def test_clearing_the_key_removes_it_from_the_keyring(qtbot, private_home: Path, memory_keyring) -> None:
+    application()
+    config.set_api_key("openai", API_KEY)
+    dialog = SettingsDialog(dataclasses.replace(Settings(), provider="openai"))
+    qtbot.addWidget(dialog)
+    assert dialog.api_key.text() == API_KEY
+    dialog.api_key.clear()
+    dialog.accept()
+    assert config.get_api_key("openai") is None
+    assert memory_keyring.store == {}
