@@ -165,7 +165,8 @@ class MainWindow(QMainWindow):
         call_menu = bar.addMenu("&Call")
         self.connect_action = self._action("&Connect", self.session.connect_call, "Ctrl+K")
         self.hang_up_action = self._action("&Hang up", self.session.hang_up, "Ctrl+Shift+H")
-        self.hands_free_action = self._action("Hands-&free", lambda: None, "Ctrl+Shift+F")
+        self.hands_free_action = QAction("Hands-&free", self)
+        self.hands_free_action.setShortcut(QKeySequence("Ctrl+Shift+F"))
         self.hands_free_action.setCheckable(True)
         self.hang_up_action.setEnabled(False)
         for action in (self.connect_action, self.hang_up_action, self.hands_free_action):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -27,6 +28,11 @@ def _screenshot(tmp_path: Path, private_home: Path, *extra: str) -> QImage:
     return image
 
 
+def _near(image: QImage, x: int, y: int, target: QColor) -> bool:
+    c = QColor(image.pixel(x, y))
+    return abs(c.red() - target.red()) + abs(c.green() - target.green()) + abs(c.blue() - target.blue()) < 40
+
+
 def _dash_rows(image: QImage, colour: str) -> int:
     """Rows holding a dashed horizontal line of `colour`: at least 5 runs of 6+ such pixels."""
     target = QColor(colour)
@@ -34,9 +40,7 @@ def _dash_rows(image: QImage, colour: str) -> int:
     for y in range(image.height()):
         runs = length = 0
         for x in range(image.width()):
-            c = QColor(image.pixel(x, y))
-            close = abs(c.red() - target.red()) + abs(c.green() - target.green()) + abs(c.blue() - target.blue()) < 40
-            length = length + 1 if close else 0
+            length = length + 1 if _near(image, x, y, target) else 0
             runs += length == 6
         rows += runs >= 5
     return rows
@@ -47,8 +51,7 @@ def _pixels(image: QImage, colour: str) -> int:
     count = 0
     for y in range(0, image.height(), 2):
         for x in range(0, image.width(), 2):
-            c = QColor(image.pixel(x, y))
-            count += abs(c.red() - target.red()) + abs(c.green() - target.green()) + abs(c.blue() - target.blue()) < 40
+            count += _near(image, x, y, target)
     return count
 
 
@@ -67,9 +70,7 @@ def test_plain_screenshot_has_no_plot_data_and_honours_size(tmp_path: Path, priv
     assert _pixels(image, _POINT_COLOR) < 50
 
 
-def test_self_test_check_paints_the_window(qtbot, capsys) -> None:
-    import io
-
+def test_self_test_check_paints_the_window(qtbot) -> None:
     out = io.StringIO()
     assert run_checks([("main window", "gui.selftest:selftest_check")], out)
     assert "window painted" in out.getvalue()
