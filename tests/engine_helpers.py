@@ -1,0 +1,84 @@
+"""Helpers for engine tests: a WAV microphone, settings pointing at a provider, event capture."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from core.audio import FileAudio
+from core.call_state import Phase
+from core.config import Settings
+from core.engine import CallEngine, EngineOptions
+from core.events import EngineEvent, StateChanged
+from pulse_rig import tone, write_wav
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def custom_settings(base_url: str, **overrides) -> Settings:
+    settings = Settings(provider="custom", base_url=base_url)
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    return settings
+
+
+def tone_audio(tmp_path: Path, seconds: float = 0.5) -> FileAudio:
+    return FileAudio(write_wav(tmp_path / "tone.wav", tone(440, seconds)), None)
+
+
+class Recorder:
+    """Collects every engine event, and lets a test wait for one."""
+
+    def __init__(self, engine: CallEngine) -> None:
+        self.events: list[EngineEvent] = []
+        self._changed = asyncio.Event()
+        engine.subscribe(self._on_event)
+
+    def _on_event(self, event: EngineEvent) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def states(self) -> list:
+        return [e.state for e in self.events if isinstance(e, StateChanged)]
+
+    def phases(self) -> list[Phase]:
+        return [s.phase for s in self.states()]
+
+    async def wait_for(self, predicate, timeout: float) -> EngineEvent:
+        deadline = asyncio.get_running_loop().time() + timeout
+        seen = 0
+        while True:
+            for event in self.events[seen:]:
+                if predicate(event):
+                    return event
+            seen = len(self.events)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; events so far: {self.events[-20:]}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    async def wait_phase(self, phase: Phase, timeout: float) -> StateChanged:
+        return await self.wait_for(lambda e: isinstance(e, StateChanged) and e.state.phase is phase, timeout)
+
+
+def is_audible(samples: np.ndarray, threshold: int = 1000) -> bool:
+    return bool(np.count_nonzero(np.abs(samples.astype(np.int32)) > threshold) > 960)
+
+
+def fast_options(**overrides) -> EngineOptions:
+    options = EngineOptions(connect_timeout=10.0, watchdog_timeout=2.0)
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    return options
