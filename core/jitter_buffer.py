@@ -60,6 +60,7 @@ class JitterStats:
     """A snapshot of the buffer for telemetry."""
 
     depth: int  # packets held now
+    max_depth: int  # the most ever held between two add() calls
     target: int  # packets allowed to wait behind a hole
     spread_ms: float  # p95 delay spread of recent packets
     received: int
@@ -141,7 +142,7 @@ class AdaptiveJitterBuffer(JitterBuffer):
         # counters
         self._received = self._frames_out = self._packets_out = self._merged = 0
         self._skipped = self._trimmed = self._late = self._duplicates = 0
-        self._restarts = 0
+        self._restarts = self._max_depth = 0
 
     @property
     def target(self) -> int:
@@ -154,6 +155,7 @@ class AdaptiveJitterBuffer(JitterBuffer):
     def stats(self) -> JitterStats:
         return JitterStats(
             depth=self._count,
+            max_depth=self._max_depth,
             target=self._target,
             spread_ms=self._spread_s * 1000.0,
             received=self._received,
@@ -196,7 +198,10 @@ class AdaptiveJitterBuffer(JitterBuffer):
             return False, None
         self._slots[slot] = packet
         self._count += 1
-        return False, self._release(now)
+        frame = self._release(now)
+        if self._count > self._max_depth:
+            self._max_depth = self._count
+        return False, frame
 
     def _release(self, now: float) -> Optional[JitterFrame]:
         assert self._head is not None
