@@ -1,0 +1,1 @@
+"""The local realtime server: OpenAI's Realtime API over WebRTC, offline, on this machine."""

@@ -1,0 +1,157 @@
+"""The server's outgoing audio track: 20 ms Opus-ready frames, silence when idle.
+
+Two pacings:
+- CLOCK (assistant): a whole answer is queued at once and sent on a real-time 20 ms
+  clock, so the caller receives it at speaking speed.
+- PASS_THROUGH (echo): each frame handed in goes out on the next recv() at once, no
+  added buffering; silence only fills a gap longer than a few frames.
+Barge-in is clear(): the queue is emptied, so the next frame sent is silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import fractions
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from core.audio import FRAME_SAMPLES, RATE, SILENCE
+
+log = logging.getLogger(__name__)
+
+_TIME_BASE = fractions.Fraction(1, RATE)
+FRAME_S = FRAME_SAMPLES / RATE
+# Echo: a late frame is waited for this long before silence is sent in its place.
+_PASS_THROUGH_GAP_S = 3 * FRAME_S
+# Echo: more queued than this means the sender outruns us; keep the newest.
+_PASS_THROUGH_MAX_FRAMES = 5
+
+
+class Pacing(enum.Enum):
+    CLOCK = "clock"
+    PASS_THROUGH = "pass_through"
+
+
+@dataclass
+class Playback:
+    """One answer's audio on its way out; the futures tell when it began and ended."""
+
+    frames: int
+    started: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # True when every frame was sent, False when clear() cut it.
+    finished: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    sent: int = 0
+
+
+def split_frames(pcm: np.ndarray) -> list[np.ndarray]:
+    """int16 mono samples → 20 ms frames, the last one padded with silence."""
+    pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
+    padded = (-len(pcm)) % FRAME_SAMPLES
+    if padded:
+        pcm = np.concatenate([pcm, SILENCE[:padded]])
+    return list(pcm.reshape(-1, FRAME_SAMPLES))
+
+
+class OutputTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, pacing: Pacing) -> None:
+        super().__init__()
+        self._pacing = pacing
+        self._queue: collections.deque[tuple[np.ndarray, Playback | None]] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._start: float | None = None
+        self._pts = 0
+        self.frames_sent = 0
+
+    def play(self, pcm: np.ndarray) -> Playback:
+        """Queue an answer; returns its Playback (an empty answer finishes at once)."""
+        frames = split_frames(pcm)
+        playback = Playback(len(frames))
+        if not frames:
+            playback.started.set_result(None)
+            playback.finished.set_result(True)
+        for frame in frames:
+            self._queue.append((frame, playback))
+        self._arrived.set()
+        return playback
+
+    def push(self, frame: np.ndarray) -> None:
+        """Echo: one received 20 ms frame, to be sent as soon as possible."""
+        if len(self._queue) >= _PASS_THROUGH_MAX_FRAMES:
+            self._queue.popleft()
+        self._queue.append((frame, None))
+        self._arrived.set()
+
+    def clear(self) -> bool:
+        """Drop all queued audio now; True if an answer was playing or waiting."""
+        cut = {playback for _, playback in self._queue if playback is not None}
+        self._queue.clear()
+        for playback in cut:
+            if not playback.started.done():
+                playback.started.set_result(None)
+            if not playback.finished.done():
+                playback.finished.set_result(False)
+        return bool(cut)
+
+    @property
+    def busy(self) -> bool:
+        return any(playback is not None for _, playback in self._queue)
+
+    def stop(self) -> None:
+        self.clear()
+        super().stop()
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._pacing is Pacing.CLOCK:
+            await self._wait_for_tick()
+        else:
+            await self._wait_for_frame()
+        if self.readyState != "live":
+            raise MediaStreamError
+        samples = self._next_samples()
+        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = _TIME_BASE
+        self._pts += FRAME_SAMPLES
+        self.frames_sent += 1
+        return frame
+
+    async def _wait_for_tick(self) -> None:
+        now = time.monotonic()
+        if self._start is None or now - (self._start + self._pts / RATE) > 5 * FRAME_S:
+            # First frame, or the loop stalled: restart the clock rather than burst to catch up.
+            self._start = now - self._pts / RATE
+            return
+        await asyncio.sleep(max(0.0, self._start + self._pts / RATE - now))
+
+    async def _wait_for_frame(self) -> None:
+        if self._queue:
+            return
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), _PASS_THROUGH_GAP_S)
+        except asyncio.TimeoutError:
+            pass
+
+    def _next_samples(self) -> np.ndarray:
+        if not self._queue:
+            return SILENCE
+        samples, playback = self._queue.popleft()
+        if playback is not None:
+            if not playback.started.done():
+                playback.started.set_result(None)
+            playback.sent += 1
+            if playback.sent == playback.frames and not playback.finished.done():
+                playback.finished.set_result(True)
+        return samples

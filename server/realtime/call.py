@@ -1,0 +1,380 @@
+"""One WebRTC call: the peer connection, the `oai-events` protocol and the turns.
+
+The call owns its RTCPeerConnection, its outgoing OutputTrack and the tasks that read
+the caller's audio and answer. Every way a call can end (hang-up, failed ICE, no
+connection in time, a fault flag, server shutdown) goes through close(), which is
+idempotent and logs the one line per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from core.audio import FRAME_SAMPLES, RATE
+from server.realtime import events
+from server.realtime.audio_out import OutputTrack, Pacing
+from server.realtime.events import ClientEvent, EventError, new_id, server_event
+from server.realtime.session import SessionConfig, SessionError, apply_session_update
+from server.realtime.speech import SpeechEngine
+from server.realtime.vad import EnergyVad, VadKind
+
+log = logging.getLogger(__name__)
+
+# A turn longer than this keeps only its newest part (memory stays bounded).
+MAX_TURN_S = 60
+# A commit shorter than this is refused, as OpenAI does.
+MIN_COMMIT_MS = 100
+CHANNEL_LABEL = "oai-events"
+
+
+class Mode(enum.Enum):
+    ASSISTANT = "assistant"
+    ECHO = "echo"
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    mode: Mode = Mode.ASSISTANT
+    connect_timeout_s: float = 20.0
+    drop_after_s: float | None = None  # fault: end each call after this long
+    stall_datachannel: bool = False  # fault: send no events at all
+
+
+def mono_samples(frame: AudioFrame) -> np.ndarray:
+    """A decoded (packed s16) frame as int16 mono: the first channel."""
+    channels = len(frame.layout.channels)
+    samples = frame.to_ndarray().reshape(-1, channels)[:, 0]
+    return np.ascontiguousarray(samples, dtype=np.int16)
+
+
+@dataclass
+class _Response:
+    id: str
+    task: asyncio.Task[None]
+
+
+class RealtimeCall:
+    def __init__(self, call_id: str, session: SessionConfig, options: CallOptions,
+                 speech: SpeechEngine | None, on_closed: Callable[[RealtimeCall], None]) -> None:
+        self.id = call_id
+        self.session = session
+        self.session_id = events.new_id("sess")
+        self._options = options
+        self._speech = speech
+        self._on_closed = on_closed
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._out = OutputTrack(Pacing.PASS_THROUGH if options.mode is Mode.ECHO else Pacing.CLOCK)
+        self._channel: RTCDataChannel | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._input: collections.deque[np.ndarray] = collections.deque(maxlen=MAX_TURN_S * RATE // FRAME_SAMPLES)
+        self._vad = self._new_vad()
+        self._conversation: list[dict[str, str]] = []
+        self._answered_upto = 0  # conversation items before this index have been answered
+        self._transcription: asyncio.Task[None] | None = None
+        self._response: _Response | None = None
+        self._started = time.monotonic()
+        self._connected_at: float | None = None
+        self._closed = False
+        self._close_reason = ""
+        self.turns = 0
+        self.errors_sent = 0
+
+    # ---- set-up and tear-down -------------------------------------------------------
+
+    async def accept(self, offer_sdp: str) -> str:
+        """Answer the offer; the call then runs by itself until close()."""
+        pc = self._pc
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        pc.addTrack(self._out)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._spawn(self._watch_connect(), "connect-watch")
+        if self._options.drop_after_s is not None:
+            self._spawn(self._drop_later(self._options.drop_after_s), "fault-drop")
+        return pc.localDescription.sdp
+
+    async def close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self._out.stop()
+        await self._pc.close()
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        connected = f"connected after {self._connected_at - self._started:.2f} s" if self._connected_at \
+            else "never connected"
+        log.info("call %s ended after %.1f s (%s, %s mode): %d turns, %d error events, reason: %s",
+                 self.id, time.monotonic() - self._started, connected, self._options.mode.value,
+                 self.turns, self.errors_sent, reason)
+        self._on_closed(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call %s: task %s failed", self.id, task.get_name(), exc_info=task.exception())
+            self._spawn_close("internal error")
+
+    def _spawn_close(self, reason: str) -> None:
+        if not self._closed:
+            # Not tracked in _tasks: close() cancels those and must not cancel itself.
+            asyncio.get_running_loop().create_task(self.close(reason), name=f"{self.id}-close")
+
+    async def _watch_connect(self) -> None:
+        await asyncio.sleep(self._options.connect_timeout_s)
+        if self._connected_at is None:
+            self._spawn_close(f"not connected within {self._options.connect_timeout_s:.0f} s")
+
+    async def _drop_later(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._spawn_close(f"fault flag: dropped after {seconds:g} s")
+
+    def _on_connection_state(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected" and self._connected_at is None:
+            self._connected_at = time.monotonic()
+        elif state in ("failed", "closed"):
+            self._spawn_close(f"connection {state}")
+
+    # ---- media -------------------------------------------------------------------
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._read_input(track), "input")
+
+    async def _read_input(self, track: MediaStreamTrack) -> None:
+        echo = self._options.mode is Mode.ECHO
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            samples = mono_samples(frame)
+            if echo:
+                self._out.push(samples)
+                continue
+            self._input.append(samples)
+            if self.session.turn_detection is not None:
+                self._hands_free(samples)
+
+    def _new_vad(self) -> EnergyVad | None:
+        detection = self.session.turn_detection
+        if detection is None:
+            return None
+        return EnergyVad(threshold=detection.threshold, silence_ms=detection.silence_duration_ms)
+
+    def _hands_free(self, samples: np.ndarray) -> None:
+        detection = self.session.turn_detection
+        if self._vad is None or detection is None:
+            return
+        event = self._vad.push(samples)
+        if not self._vad.in_speech and event is None:
+            # Between turns keep only the padding that will precede the next one.
+            keep = max(1, detection.prefix_padding_ms * RATE // 1000 // FRAME_SAMPLES + 3)
+            while len(self._input) > keep:
+                self._input.popleft()
+        if event is None:
+            return
+        ms = event.sample * 1000 // RATE
+        if event.kind is VadKind.SPEECH_STARTED:
+            self._send(server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=new_id("item")))
+            if self._response is not None:
+                self._interrupt()
+        else:
+            self._send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=new_id("item")))
+            if self._commit(None):
+                self._start_response()
+
+    # ---- events ------------------------------------------------------------------
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != CHANNEL_LABEL or self._channel is not None:
+            log.debug("call %s: ignoring data channel %r", self.id, channel.label)
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+        self._send(server_event("session.created", session=self.session.to_json(self.session_id)))
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if self._options.stall_datachannel or self._closed:
+            return
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            if event["type"] == "error":
+                self.errors_sent += 1
+            channel.send(json.dumps(event))
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            event = events.parse_client_event(message)
+            self._dispatch(event)
+        except EventError as exc:
+            log.debug("call %s: refused an event: %s", self.id, exc)
+            self._send(exc.to_event())
+
+    def _dispatch(self, event: ClientEvent) -> None:
+        kind = event.type
+        if kind == "session.update":
+            self._update_session(event)
+        elif kind == "input_audio_buffer.clear":
+            self._input.clear()
+            if self._vad is not None:
+                self._vad.reset()
+            self._send(server_event("input_audio_buffer.cleared"))
+        elif kind == "input_audio_buffer.commit":
+            self._commit(event.event_id)
+        elif kind == "input_audio_buffer.append":
+            raise EventError("Over WebRTC the audio goes on the media track, not in input_audio_buffer.append.",
+                             code="unsupported_event", param="type", event_id=event.event_id)
+        elif kind == "response.create":
+            events.optional_object(event, "response")
+            if self._response is not None:
+                raise EventError("A response is already in progress; cancel it first.",
+                                 code="conversation_already_has_active_response", event_id=event.event_id)
+            self._start_response()
+        elif kind == "response.cancel":
+            if self._response is None:
+                raise EventError("There is no response in progress to cancel.",
+                                 code="response_cancel_not_active", event_id=event.event_id)
+            self._interrupt()
+        elif kind == "output_audio_buffer.clear":
+            self._out.clear()
+            self._send(server_event("output_audio_buffer.cleared",
+                                    response_id=self._response.id if self._response else None))
+        elif kind == "conversation.item.create":
+            self._add_item(event)
+
+    def _update_session(self, event: ClientEvent) -> None:
+        try:
+            self.session = apply_session_update(self.session, event.body.get("session"))
+        except SessionError as exc:
+            raise EventError(str(exc), code="invalid_value", param=exc.param, event_id=event.event_id) from exc
+        self._vad = self._new_vad()
+        self._send(server_event("session.updated", session=self.session.to_json(self.session_id)))
+
+    def _add_item(self, event: ClientEvent) -> None:
+        item = events.conversation_text(event)
+        previous = new_id("item") if self._conversation else None
+        item_id = new_id("item")
+        self._conversation.append({"role": item.role, "content": item.text})
+        part = "output_text" if item.role == "assistant" else "input_text"
+        self._send(server_event("conversation.item.created", previous_item_id=previous, item={
+            "id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+            "role": item.role, "content": [{"type": part, "text": item.text}]}))
+
+    def _commit(self, event_id: str | None) -> bool:
+        samples = len(self._input) * FRAME_SAMPLES
+        if samples * 1000 // RATE < MIN_COMMIT_MS:
+            if event_id is not None or self.session.turn_detection is None:
+                self._send(EventError(f"The input audio buffer holds less than {MIN_COMMIT_MS} ms of audio.",
+                                      code="input_audio_buffer_commit_empty", event_id=event_id).to_event())
+            return False
+        pcm = np.concatenate(list(self._input))
+        self._input.clear()
+        item_id = new_id("item")
+        self._send(server_event("input_audio_buffer.committed", previous_item_id=None, item_id=item_id))
+        self.turns += 1
+        self._transcription = self._spawn(self._transcribe(item_id, pcm), "transcribe")
+        return True
+
+    async def _transcribe(self, item_id: str, pcm: np.ndarray) -> None:
+        transcript = ""
+        if self._speech is not None:
+            heard = await self._speech.recognize(pcm)
+            log.debug("call %s: heard %r (accepted %s, score %.1f, %.0f ms)", self.id, heard.text,
+                      heard.accepted, heard.score, heard.elapsed_ms)
+            if heard.accepted and heard.text:
+                transcript = heard.text
+                self._conversation.append({"role": "user", "content": transcript})
+            else:
+                # A turn was taken but not understood: answer it with "sorry", not with history.
+                self._conversation.append({"role": "user", "content": ""})
+        self._send(server_event("conversation.item.input_audio_transcription.completed", item_id=item_id,
+                                content_index=0, transcript=transcript))
+
+    # ---- responses ---------------------------------------------------------------
+
+    def _start_response(self) -> None:
+        response_id = new_id("resp")
+        self._response = _Response(response_id, self._spawn(self._respond(response_id), "respond"))
+
+    def _interrupt(self) -> None:
+        """Barge-in: the audio stops at the next frame and the response ends cancelled."""
+        self._out.clear()
+        if self._response is not None:
+            self._response.task.cancel()
+
+    def _response_json(self, response_id: str, status: str, text: str | None) -> dict[str, Any]:
+        output = [] if text is None else [{
+            "id": new_id("item"), "object": "realtime.item", "type": "message", "role": "assistant",
+            "status": "completed" if status == "completed" else "incomplete",
+            "content": [{"type": "output_audio", "transcript": text}]}]
+        return {"id": response_id, "object": "realtime.response", "status": status, "output": output,
+                "output_modalities": ["audio"],
+                "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0}}
+
+    async def _respond(self, response_id: str) -> None:
+        self._send(server_event("response.created", response=self._response_json(response_id, "in_progress", None)))
+        text: str | None = None
+        status = "completed"
+        try:
+            if self._transcription is not None:
+                await asyncio.shield(self._transcription)
+            if self._speech is not None:
+                text = await self._answer(response_id)
+        except asyncio.CancelledError:
+            status = "cancelled"
+        finally:
+            self._response = None
+            if text is not None:
+                self._conversation.append({"role": "assistant", "content": text})
+                self._answered_upto = len(self._conversation)
+        self._send(server_event("response.done", response=self._response_json(response_id, status, text)))
+
+    async def _answer(self, response_id: str) -> str:
+        """Speak the answer to the newest unanswered user turn; raises CancelledError when cut."""
+        assert self._speech is not None
+        unanswered = self._conversation[self._answered_upto:]
+        last_user = next((i for i in reversed(unanswered) if i["role"] == "user"), None)
+        heard = last_user["content"] or None if last_user else None
+        history = [i for i in self._conversation if i is not last_user and i["content"]]
+        text = self._speech.answer(heard, history)
+        item_id = new_id("item")
+        common = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self._send(server_event("response.output_audio_transcript.delta", delta=text, **common))
+        self._send(server_event("response.output_audio_transcript.done", transcript=text, **common))
+        playback = self._out.play(await self._speech.synthesize(text))
+        await playback.started
+        self._send(server_event("output_audio_buffer.started", response_id=response_id))
+        if not await playback.finished:
+            raise asyncio.CancelledError
+        self._send(server_event("output_audio_buffer.stopped", response_id=response_id))
+        return text

@@ -1,0 +1,142 @@
+"""The session a call runs with: instructions, voice, turn detection.
+
+One validator serves both the client_secrets body and the session.update event, so
+the two accept exactly the same shapes. Unknown fields are ignored (OpenAI's session
+has many this server does not use); known fields with the wrong type are refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from typing import Any
+
+DEFAULT_MODEL = "gpt-realtime"
+DEFAULT_VOICE = "marin"
+VAD_TYPES = ("server_vad", "semantic_vad")
+
+
+class SessionError(ValueError):
+    """A session field has the wrong type or value; param names it (dotted path)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """Hands-free settings (OpenAI's server_vad fields)."""
+
+    type: str = "server_vad"
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "threshold": self.threshold, "prefix_padding_ms": self.prefix_padding_ms,
+                "silence_duration_ms": self.silence_duration_ms, "create_response": True,
+                "interrupt_response": True}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    model: str = DEFAULT_MODEL
+    instructions: str = ""
+    voice: str = DEFAULT_VOICE
+    # OpenAI's default is hands-free, so its unchanged browser quick-start works; the
+    # desktop app asks for push-to-talk (None) in its client_secrets request.
+    turn_detection: TurnDetection | None = TurnDetection()
+    transcription_model: str | None = None
+
+    def to_json(self, session_id: str, expires_at: float | None = None) -> dict[str, Any]:
+        transcription = {"model": self.transcription_model} if self.transcription_model else None
+        return {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": session_id,
+            "model": self.model,
+            "output_modalities": ["audio"],
+            "instructions": self.instructions,
+            "expires_at": int(expires_at) if expires_at else 0,
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": 24000},
+                          "transcription": transcription,
+                          "turn_detection": self.turn_detection.to_json() if self.turn_detection else None},
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice, "speed": 1.0},
+            },
+        }
+
+
+def new_session_id() -> str:
+    return "sess_" + secrets.token_hex(12)
+
+
+def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], param: str) -> Any:
+    value = obj.get(name)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise SessionError(param, f"'{param}' must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _number(obj: dict[str, Any], name: str, param: str, low: float, high: float) -> float | None:
+    value = _field(obj, name, (int, float), param)
+    if value is not None and not low <= value <= high:
+        raise SessionError(param, f"'{param}' must be between {low} and {high}, got {value}")
+    return value
+
+
+def _turn_detection(raw: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SessionError(param, f"'{param}' must be an object or null")
+    kind = _field(raw, "type", str, f"{param}.type") or "server_vad"
+    if kind not in VAD_TYPES:
+        raise SessionError(f"{param}.type", f"'{param}.type' must be one of {', '.join(VAD_TYPES)}, got {kind!r}")
+    base = current or TurnDetection()
+    threshold = _number(raw, "threshold", f"{param}.threshold", 0.0, 1.0)
+    padding = _number(raw, "prefix_padding_ms", f"{param}.prefix_padding_ms", 0, 5000)
+    silence = _number(raw, "silence_duration_ms", f"{param}.silence_duration_ms", 60, 10000)
+    return TurnDetection(
+        type=kind,
+        threshold=base.threshold if threshold is None else float(threshold),
+        prefix_padding_ms=base.prefix_padding_ms if padding is None else int(padding),
+        silence_duration_ms=base.silence_duration_ms if silence is None else int(silence),
+    )
+
+
+def apply_session_update(current: SessionConfig, raw: Any, param: str = "session") -> SessionConfig:
+    """current with the fields of raw applied; raises SessionError on a bad field."""
+    if not isinstance(raw, dict):
+        raise SessionError(param, f"'{param}' must be an object")
+    kind = _field(raw, "type", str, f"{param}.type")
+    if kind is not None and kind != "realtime":
+        raise SessionError(f"{param}.type", f"'{param}.type' must be 'realtime', got {kind!r}")
+    changes: dict[str, Any] = {}
+    for name in ("model", "instructions"):
+        value = _field(raw, name, str, f"{param}.{name}")
+        if value is not None:
+            changes[name] = value
+    # Older (beta) clients put voice and turn_detection at the top level.
+    voice = _field(raw, "voice", str, f"{param}.voice")
+    if voice is not None:
+        changes["voice"] = voice
+    if "turn_detection" in raw:
+        changes["turn_detection"] = _turn_detection(raw["turn_detection"], current.turn_detection,
+                                                    f"{param}.turn_detection")
+    audio = _field(raw, "audio", dict, f"{param}.audio") or {}
+    audio_in = _field(audio, "input", dict, f"{param}.audio.input") or {}
+    audio_out = _field(audio, "output", dict, f"{param}.audio.output") or {}
+    if "turn_detection" in audio_in:
+        changes["turn_detection"] = _turn_detection(audio_in["turn_detection"], current.turn_detection,
+                                                    f"{param}.audio.input.turn_detection")
+    if "transcription" in audio_in:
+        transcription = _field(audio_in, "transcription", dict, f"{param}.audio.input.transcription")
+        model = _field(transcription or {}, "model", str, f"{param}.audio.input.transcription.model")
+        changes["transcription_model"] = model
+    voice = _field(audio_out, "voice", str, f"{param}.audio.output.voice")
+    if voice is not None:
+        changes["voice"] = voice
+    return replace(current, **changes)
