@@ -76,9 +76,9 @@ async def test_valid_post_is_stored_and_counted(tmp_path: Path, http: aiohttp.Cl
         assert await post(http, receiver.url, valid()) == (200, {"success": True, "metricsReceived": True})
         assert await post(http, receiver.url, valid(avg=300.0, p95=900.0, p99=1500.0)) == (
             200, {"success": True, "metricsReceived": True})
-        del_ts = valid(p99=700.0)
-        del del_ts["timestamp"]  # the seed's client never sent one
-        assert (await post(http, receiver.url, del_ts))[0] == 200
+        no_timestamp = valid(p99=700.0)
+        del no_timestamp["timestamp"]  # the seed's client never sent one
+        assert (await post(http, receiver.url, no_timestamp))[0] == 200
         text = await metrics_text(http, receiver.url)
     finally:
         assert receiver.stop() == 0
