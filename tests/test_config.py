@@ -7,36 +7,15 @@ import json
 import os
 from pathlib import Path
 
-import keyring
 import pytest
 from keyring.backend import KeyringBackend
-from keyring.errors import NoKeyringError, PasswordDeleteError
+from keyring.errors import NoKeyringError
 
 from core import config
 from core.config import ProviderSettings, Settings, load_settings, save_settings
 from core.errors import ConfigError
 from core.logs import redact
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring that lives in this process only (tests must not touch the real one)."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if (service, username) not in self.store:
-            raise PasswordDeleteError("not found")
-        del self.store[(service, username)]
+from memory_keyring import MemoryKeyring, use_keyring, use_memory_keyring
 
 
 class NoKeyring(KeyringBackend):
@@ -54,25 +33,28 @@ class NoKeyring(KeyringBackend):
         raise NoKeyringError("no backend")
 
 
-@pytest.fixture
-def memory_keyring(monkeypatch: pytest.MonkeyPatch):
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
+@pytest.fixture(autouse=True)
+def no_secrets_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SANDRA_API_KEY", raising=False)
     monkeypatch.delenv("SANDRA_TURN_PASSWORD", raising=False)
-    yield backend
-    keyring.set_keyring(previous)
 
 
 @pytest.fixture
-def no_keyring(monkeypatch: pytest.MonkeyPatch):
-    previous = keyring.get_keyring()
-    keyring.set_keyring(NoKeyring())
-    monkeypatch.delenv("SANDRA_API_KEY", raising=False)
-    monkeypatch.delenv("SANDRA_TURN_PASSWORD", raising=False)
-    yield
-    keyring.set_keyring(previous)
+def memory_keyring():
+    with use_memory_keyring() as backend:
+        yield backend
+
+
+@pytest.fixture
+def no_keyring():
+    with use_keyring(NoKeyring()):
+        yield
+
+
+def assert_in_no_file(root: Path, secret: str) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
 
 
 def every_field_changed() -> Settings:
@@ -214,9 +196,7 @@ def test_api_key_lives_in_the_keyring_and_in_no_file(private_home: Path, memory_
     assert config.get_api_key("openai") == key
     assert memory_keyring.store == {("sandra-desktop", "openai"): key}
     assert config.get_api_key("azure") is None
-    for path in private_home.rglob("*"):
-        if path.is_file():
-            assert key.encode() not in path.read_bytes(), path
+    assert_in_no_file(private_home, key)
     assert key not in redact(f"using {key}")
 
 
@@ -264,9 +244,7 @@ def test_turn_password_from_environment_or_keyring(
     assert config.get_turn_password() == "turn-pass-in-keyring"
     monkeypatch.setenv("SANDRA_TURN_PASSWORD", "turn-pass-from-env")
     assert config.get_turn_password() == "turn-pass-from-env"
-    for path in private_home.rglob("*"):
-        if path.is_file():
-            assert b"turn-pass-in-keyring" not in path.read_bytes()
+    assert_in_no_file(private_home, "turn-pass-in-keyring")
     config.delete_turn_password()
     monkeypatch.delenv("SANDRA_TURN_PASSWORD")
     assert config.get_turn_password() is None
