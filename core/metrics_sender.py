@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -38,6 +39,10 @@ class _Refused(Exception):
     """The receiver rejected the batch itself (4xx other than 429): retrying cannot help."""
 
 
+class _Unavailable(Exception):
+    """The receiver answered but could not take the batch now (429, 5xx): worth a retry."""
+
+
 class MetricsSender:
     def __init__(
         self,
@@ -50,6 +55,7 @@ class MetricsSender:
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         self.url = url
+        self._shown_url = _checked_url(url)
         self.stats = SenderStats()
         self._policy = policy_factory()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -100,6 +106,9 @@ class MetricsSender:
                 payload = await self._queue.get()
                 try:
                     await self._deliver(session, payload)
+                except Exception as exc:  # noqa: BLE001 - a surprise drops one batch, never the sender
+                    self.stats.dropped += 1
+                    log.warning("metrics batch dropped: %s: %s", type(exc).__name__, exc)
                 finally:
                     self._queue.task_done()
 
@@ -115,9 +124,9 @@ class MetricsSender:
                 await self._post(session, body)
             except _Refused as exc:
                 self.stats.dropped += 1
-                log.warning("metrics batch refused by %s: %s", self.url, exc)
+                log.warning("metrics batch refused by %s: %s", self._shown_url, exc)
                 return
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (_Unavailable, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 self._note_failure(exc)
                 delay = self._policy.next_delay()
                 if delay is None:
@@ -130,7 +139,7 @@ class MetricsSender:
             self.stats.sent += 1
             self._policy.reset()
             if self._failing:
-                log.info("metrics reach %s again after %d failed posts", self.url, self._failing)
+                log.info("metrics reach %s again after %d failed posts", self._shown_url, self._failing)
                 self._failing = 0
             return
 
@@ -139,15 +148,29 @@ class MetricsSender:
         async with session.post(self.url, data=body, headers=headers) as response:
             if response.status < 300:
                 return
-            detail = (await response.text())[:200]
+            # A little of the answer, for the log; a hostile or broken receiver cannot make us read more.
+            detail = (await response.content.read(200)).decode("utf-8", "replace")
             if 400 <= response.status < 500 and response.status != 429:
                 raise _Refused(f"HTTP {response.status} {detail}")
-            raise aiohttp.ClientResponseError(
-                response.request_info, (), status=response.status, message=detail
-            )
+            raise _Unavailable(f"HTTP {response.status} {detail}")
 
     def _note_failure(self, exc: BaseException) -> None:
         self.stats.failed_posts += 1
         if self._failing == 0:
-            log.warning("cannot send metrics to %s (%s); retrying quietly", self.url, str(exc) or type(exc).__name__)
+            log.warning("cannot send metrics to %s (%s); retrying quietly", self._shown_url, str(exc) or type(exc).__name__)
         self._failing += 1
+
+
+def _checked_url(url: str) -> str:
+    """Refuse a URL that can never work, at once; return it as log lines show it
+    (without a user:password@ part, which must never reach the log)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ValueError(f"metrics URL is malformed ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("metrics URL must be an http:// or https:// address with a host")
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

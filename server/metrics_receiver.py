@@ -139,6 +139,9 @@ class Receiver:
         self.store = store
         self.metrics = LatencyMetrics()
         self.limiter = RateLimiter(config.rate_limit, max(1.0, config.rate_limit * 2))
+        # A flood of slow batches must not flood the log: a few warnings a second, the rest counted.
+        self._warnings = RateLimiter(1.0, 5.0)
+        self._unwarned = 0
         for stored in store.batches():
             self.metrics.observe(stored.batch, stored.received_at)
 
@@ -194,9 +197,17 @@ class Receiver:
             return web.json_response({"success": False, "error": "storage unavailable"}, status=503)
         self.metrics.observe(batch, received_at)
         if batch.p99 > HIGH_P99_MS:
-            log.warning("high latency: session %r reports p99=%.0f ms (p95=%.0f, avg=%.0f, n=%d)",
-                        batch.session_id, batch.p99, batch.p95, batch.avg, batch.count)
+            self._warn_high_latency(batch)
         return web.json_response({"success": True, "metricsReceived": True}, headers=self._origin_headers(request))
+
+    def _warn_high_latency(self, batch: MetricsBatch) -> None:
+        if self._warnings.acquire("high-p99"):
+            self._unwarned += 1
+            return
+        more = f" ({self._unwarned} more such batches since the last warning)" if self._unwarned else ""
+        self._unwarned = 0
+        log.warning("high latency: session %r reports p99=%.0f ms (p95=%.0f, avg=%.0f, n=%d)%s",
+                    batch.session_id, batch.p99, batch.p95, batch.avg, batch.count, more)
 
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")

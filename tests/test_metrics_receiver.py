@@ -365,3 +365,16 @@ def test_validator_names_a_broken_field_or_accepts_a_harmless_change(payload: di
 def test_validator_never_raises_anything_else(value: object) -> None:
     with pytest.raises(InvalidBatch):
         parse_batch(value)
+
+
+async def test_a_flood_of_slow_batches_does_not_flood_the_log(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    receiver = ReceiverProcess(tmp_path, "--db", str(tmp_path / "m.db"), "--rate-limit", "0").start()
+    try:
+        statuses = await asyncio.gather(*(post(http, receiver.url, valid(p99=5000.0)) for _ in range(60)))
+        text = await metrics_text(http, receiver.url)
+    finally:
+        assert receiver.stop() == 0
+    assert [status for status, _ in statuses] == [200] * 60
+    assert sample(text, "sandra_metrics_high_p99_batches_total") == 60  # every one counted
+    warnings = receiver.stderr().count("high latency")
+    assert 1 <= warnings < 20  # but only a few written

@@ -168,3 +168,22 @@ def test_submit_outside_a_loop_drops_quietly() -> None:
 def test_bad_queue_size_is_refused() -> None:
     with pytest.raises(ValueError):
         MetricsSender("http://127.0.0.1:9/", max_queue=0)
+
+
+async def test_credentials_in_the_url_never_reach_the_log(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    receiver.statuses = [500]
+    url = receiver.url.replace("http://", "http://metrics-user:hunter2-secret@")
+    sender = MetricsSender(url, policy_factory=quick_policy(3))
+    with caplog.at_level(logging.DEBUG, logger="core.metrics_sender"):
+        sender.submit(batch(1))
+        await asyncio.wait_for(sender.flush(), 5)
+    await sender.close()
+    assert receiver.received == [batch(1)]
+    assert "HTTP 500" in caplog.text and "127.0.0.1" in caplog.text
+    assert "hunter2-secret" not in caplog.text
+
+
+@pytest.mark.parametrize("url", ["http://[::1:bad/api", "ftp://127.0.0.1/x", "http:///x", "http://127.0.0.1:99999/x", ""])
+def test_a_url_that_cannot_work_is_refused_at_once(url: str) -> None:
+    with pytest.raises(ValueError, match="metrics URL"):
+        MetricsSender(url)
