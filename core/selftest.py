@@ -19,6 +19,8 @@ from core.logs import redact
 CHECKS: list[tuple[str, str]] = [
     ("runtime libraries", "core.selftest:check_runtime"),
     ("sound library", "core.selftest:check_portaudio"),
+    ("main window", "gui.selftest:selftest_check"),
+    ("metrics receiver", "server.metrics_receiver:selftest_check"),
 ]
 
 
