@@ -160,12 +160,12 @@ class Receiver:
         return {"Vary": "Origin"} if origin else {}
 
     def _refuse(self, request: web.Request, status: int, reason: str, error: str, *,
-                field: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+                field_name: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
         self.metrics.rejected.labels(reason).inc()
         log.debug("refused a post from %s: %s %s", request.remote, status, error)
         body: dict[str, object] = {"success": False, "error": error}
-        if field is not None:
-            body["field"] = field
+        if field_name is not None:
+            body["field"] = field_name
         response = web.json_response(body, status=status, headers={**self._origin_headers(request), **(headers or {})})
         if reason == "too_large":
             response.force_close()  # the rest of the body is never read: do not reuse the connection
@@ -182,13 +182,13 @@ class Receiver:
                                 headers={"Retry-After": str(max(1, round(wait)))})
         body = await read_capped(request, MAX_BODY)
         if body is None:
-            return self._refuse(request, 413, "too_large", f"body over {MAX_BODY} bytes", field="body")
+            return self._refuse(request, 413, "too_large", f"body over {MAX_BODY} bytes", field_name="body")
         try:
             batch = parse_batch(json.loads(body))
         except InvalidBatch as exc:
-            return self._refuse(request, 400, "invalid", f"{exc.field} {exc.message}", field=exc.field)
+            return self._refuse(request, 400, "invalid", f"{exc.field} {exc.message}", field_name=exc.field)
         except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            return self._refuse(request, 400, "invalid", "body is not valid JSON", field="body")
+            return self._refuse(request, 400, "invalid", "body is not valid JSON", field_name="body")
         received_at = self.config.clock()
         try:
             self.store.add(batch, received_at)

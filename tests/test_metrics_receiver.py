@@ -378,3 +378,12 @@ async def test_a_flood_of_slow_batches_does_not_flood_the_log(tmp_path: Path, ht
     assert sample(text, "sandra_metrics_high_p99_batches_total") == 60  # every one counted
     warnings = receiver.stderr().count("high latency")
     assert 1 <= warnings < 20  # but only a few written
+
+
+def test_allow_remote_warns_before_listening_beyond_loopback(tmp_path: Path) -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails, so nothing ever listens off loopback.
+    result = run_receiver(tmp_path, "--host", "192.0.2.1", "--allow-remote", "--port", "0",
+                          "--db", str(tmp_path / "m.db"))
+    assert "WARNING: listening on 192.0.2.1" in result.stderr
+    assert result.returncode == 1 and "cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
