@@ -25,7 +25,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from core import ice, ice_servers
+from core import ice, ice_servers, paths
 from core.audio import AudioIO, CaptureTrack, DeviceAudio, FrameSink, FrameSource
 from core.backoff import ReconnectPolicy
 from core.call_state import CallLife, CallState, Phase
@@ -47,6 +47,7 @@ from core.metrics_sender import MetricsSender
 from core.playout import MonoConverter, Playout
 from core.providers import Provider, make_provider
 from core.telemetry import LatencyTracker
+from core.transcripts import TranscriptLog, prune
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class CallEngine:
         self.history = BoundedHistory()
         self.session_id = uuid.uuid4().hex
         self.telemetry = LatencyTracker(self.session_id, on_batch=self._on_metrics_batch)
+        self.transcript: TranscriptLog | None = None  # opened at start(), in the user data dir
         self.reconnects = 0
         self._policy = policy or ReconnectPolicy()
         self._sleep = sleep
@@ -162,6 +164,7 @@ class CallEngine:
             return
         self._policy.reset()
         self._loop = asyncio.get_running_loop()
+        self._open_transcript()
         try:
             await self._open_audio()
         except SandraError as exc:
@@ -197,6 +200,8 @@ class CallEngine:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self.transcript is not None:
+            self.transcript.close()
 
     def press(self) -> None:
         """Push-to-talk down. While the answer plays, this interrupts it (barge-in)."""
@@ -246,6 +251,25 @@ class CallEngine:
 
     def _gate(self) -> bool:
         return self._ptt or self._hands_free
+
+    # --- the conversation --------------------------------------------------------------
+
+    def _open_transcript(self) -> None:
+        if self.transcript is not None:
+            return
+        try:
+            directory = paths.transcripts_dir()
+            prune(directory, self.settings.transcript_retention_days)
+        except OSError as exc:
+            self._problem(f"Transcripts cannot be saved ({exc}); the call goes on without them.")
+            return
+        self.transcript = TranscriptLog(directory, self.session_id)
+
+    def _remember(self, role: str, text: str) -> None:
+        """Into the bounded history (re-seeding, export) and the transcript on disk."""
+        self.history.add(role, text)
+        if self.transcript is not None:
+            self.transcript.append(role, text)
 
     # --- audio -----------------------------------------------------------------------
 
@@ -540,7 +564,7 @@ class CallEngine:
         if kind == "conversation.item.input_audio_transcription.completed":
             text = str(event["transcript"]).strip()
             if text:
-                self.history.add("user", text)
+                self._remember("user", text)
             self._emit(TranscriptDelta("user", text, True, str(event.get("item_id", ""))))
         elif kind == "conversation.item.input_audio_transcription.delta":
             self._emit(TranscriptDelta("user", str(event["delta"]), False, str(event.get("item_id", ""))))
@@ -553,7 +577,7 @@ class CallEngine:
             self._assistant_text.pop(turn, None)
             text = str(event["transcript"]).strip()
             if text:
-                self.history.add("assistant", text)
+                self._remember("assistant", text)
             self._emit(TranscriptDelta("assistant", text, True, turn))
         elif kind == "output_audio_buffer.started":
             self._set_speaking(True)

@@ -1,0 +1,97 @@
+"""The transcript log: every conversation as JSONL under the user data dir.
+
+One file per call, one line per user or assistant message, flushed as it is written,
+so a crash or `kill -9` loses at most the turn in progress. Old files are pruned by
+the retention setting. Export reads these files, tolerating a torn last line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".jsonl"
+
+
+class TranscriptLog:
+    def __init__(self, directory: Path, session_id: str, clock: Callable[[], float] = time.time) -> None:
+        self.directory = directory
+        self.session_id = session_id
+        self._clock = clock
+        self._file: IO[str] | None = None
+        self.path: Path | None = None
+        self.failed = False
+
+    def append(self, role: str, content: str, timestamp: float | None = None) -> None:
+        """Write one message and flush it. A disk problem is logged once, never raised into the call."""
+        if self.failed:
+            return
+        line = {"session": self.session_id, "role": role, "content": content,
+                "timestamp": self._clock() if timestamp is None else timestamp}
+        try:
+            if self._file is None:
+                self._open()
+            assert self._file is not None
+            self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            self.failed = True
+            log.error("cannot write the transcript in %s (%s); the call goes on without it", self.directory, exc)
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d_%H%M%S", time.localtime(self._clock()))
+        self.path = self.directory / f"{stamp}_{self.session_id[:8]}{SUFFIX}"
+        # Line-buffered text; owner-only, since a conversation is private.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_transcript(path: Path) -> list[dict[str, Any]]:
+    """The messages of one transcript file; a torn or corrupt line is skipped, not fatal."""
+    messages = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                log.warning("%s line %d is not a whole message; skipped", path.name, number)
+                continue
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                messages.append(message)
+    return messages
+
+
+def list_transcripts(directory: Path) -> list[Path]:
+    """Transcript files, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
+
+
+def prune(directory: Path, retention_days: int, now: float | None = None) -> list[Path]:
+    """Delete transcripts last written more than retention_days ago (0 keeps everything)."""
+    if retention_days <= 0:
+        return []
+    cutoff = (time.time() if now is None else now) - retention_days * 86400
+    removed = []
+    for path in list_transcripts(directory):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except OSError as exc:
+            log.warning("cannot prune %s: %s", path.name, exc)
+    return removed
