@@ -114,6 +114,7 @@ class CallEngine:
         self._http: aiohttp.ClientSession | None = None
         self._local = None  # core.local_server.LocalServer, started on first use
         self._metrics: MetricsSender | None = None
+        self._refused_metrics_url: str | None = None
         self._stun_url: str | None | bool = False  # False: not probed yet
         self._failed_attempts = 0  # attempts in a row that never connected: picks the TURN transport
         self._ptt = False
@@ -318,10 +319,16 @@ class CallEngine:
         self._emit(LatencyMeasured(name, ms))
 
     def _on_metrics_batch(self, payload: dict) -> None:
-        if not self.settings.metrics_url:
+        url = self.settings.metrics_url
+        if not url or url == self._refused_metrics_url:
             return
         if self._metrics is None:
-            self._metrics = MetricsSender(self.settings.metrics_url)
+            try:
+                self._metrics = MetricsSender(url)
+            except ValueError as exc:
+                self._refused_metrics_url = url  # say it once, not every 10 measurements
+                self._problem(f"Latency figures are not sent: the metrics URL is not usable ({exc}).")
+                return
         self._metrics.submit(payload)
 
     # --- the call's life -------------------------------------------------------------
