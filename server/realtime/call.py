@@ -122,10 +122,11 @@ class RealtimeCall:
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
         connected = f"connected after {self._connected_at - self._started:.2f} s" if self._connected_at \
             else "never connected"
-        log.info("call %s ended after %.1f s (%s, %s mode): %d turns, %d error events, reason: %s",
-                 self.id, time.monotonic() - self._started, connected, self._options.mode.value,
-                 self.turns, self.errors_sent, reason)
         self._on_closed(self)
+        # The task count lets a soak test see leaks from outside the process.
+        log.info("call %s ended after %.1f s (%s, %s mode): %d turns, %d error events, reason: %s; "
+                 "tasks alive %d", self.id, time.monotonic() - self._started, connected, self._options.mode.value,
+                 self.turns, self.errors_sent, reason, len(asyncio.all_tasks()))
 
     @property
     def closed(self) -> bool:
