@@ -1,0 +1,220 @@
+"""The offline assistant's mind: a small, honest set of intents answered from text.
+
+Pure: no I/O. The recognizer's grammar is generated from the same intent tables
+(``Responder.phrases``), so the ear can never hear a phrase the mind cannot answer.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+
+log = logging.getLogger(__name__)
+
+SORRY = "Sorry, I did not catch that."
+
+NUMBER_WORDS: tuple[str, ...] = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+    "eighteen", "nineteen", "twenty",
+)
+_NUMBER_VALUES = {word: value for value, word in enumerate(NUMBER_WORDS)}
+
+# The grammar only offers operands up to ten: every extra phrase costs recognition accuracy.
+GRAMMAR_MAX_OPERAND = 10
+
+
+class Operator(enum.Enum):
+    PLUS = "plus"
+    MINUS = "minus"
+    TIMES = "times"
+    DIVIDED_BY = "divided by"
+
+
+class Intent(enum.Enum):
+    TIME = "time"
+    DATE = "date"
+    GREETING = "greeting"
+    NAME = "name"
+    ABILITIES = "abilities"
+    THANKS = "thanks"
+    GOODBYE = "goodbye"
+    RECALL = "recall"
+    ARITHMETIC = "arithmetic"
+
+
+# Fixed phrasings per intent; {name} is the assistant's name, lowercased.
+_FIXED_PHRASES: dict[Intent, tuple[str, ...]] = {
+    Intent.TIME: ("what time is it", "what is the time", "what's the time", "tell me the time"),
+    Intent.DATE: ("what is the date", "what's the date", "what is today's date", "what day is it",
+                  "what day is today", "tell me the date"),
+    Intent.GREETING: ("hello", "hi", "hey", "good morning", "good afternoon", "good evening",
+                      "hello {name}", "hi {name}", "hey {name}"),
+    Intent.NAME: ("what is your name", "what's your name", "who are you"),
+    Intent.ABILITIES: ("what can you do", "help", "help me"),
+    Intent.THANKS: ("thank you", "thanks", "thank you very much", "thanks a lot"),
+    Intent.GOODBYE: ("goodbye", "bye", "bye bye", "good night", "see you later"),
+    Intent.RECALL: ("what did i say before", "what did i say", "what did i just say",
+                    "what was my last question"),
+}
+
+_ARITHMETIC = re.compile(
+    r"^(?:what is |what's |how much is )?(?P<a>\w+) (?P<op>plus|minus|times|divided by) (?P<b>\w+)$"
+)
+
+
+@dataclass(frozen=True)
+class Sum:
+    """One arithmetic question: a OP b."""
+
+    a: int
+    op: Operator
+    b: int
+
+    def phrase(self) -> str:
+        return f"what is {NUMBER_WORDS[self.a]} {self.op.value} {NUMBER_WORDS[self.b]}"
+
+    def spoken_answer(self) -> str:
+        question = f"{NUMBER_WORDS[self.a].capitalize()} {self.op.value} {NUMBER_WORDS[self.b]}"
+        if self.op is Operator.DIVIDED_BY and self.b == 0:
+            return "You cannot divide by zero."
+        return f"{question} is {_format_number(self._value())}."
+
+    def _value(self) -> Fraction:
+        a, b = Fraction(self.a), Fraction(self.b)
+        if self.op is Operator.PLUS:
+            return a + b
+        if self.op is Operator.MINUS:
+            return a - b
+        if self.op is Operator.TIMES:
+            return a * b
+        return a / b
+
+
+def _format_number(value: Fraction) -> str:
+    # Digits: espeak reads "42", "-7" and "3.5" naturally, and transcripts stay short.
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{float(value):.2f}".rstrip("0").rstrip(".")
+
+
+def grammar_sums() -> tuple[Sum, ...]:
+    """The arithmetic the grammar offers: results never negative, divisions always exact."""
+    sums: list[Sum] = []
+    operands = range(GRAMMAR_MAX_OPERAND + 1)
+    for op in Operator:
+        for a in operands:
+            for b in operands:
+                if op is Operator.MINUS and b > a:
+                    continue
+                if op is Operator.DIVIDED_BY and (b == 0 or a % b):
+                    continue
+                sums.append(Sum(a, op, b))
+    return tuple(sums)
+
+
+def normalize(text: str) -> str:
+    """Lowercase words separated by single spaces; apostrophes kept ("what's")."""
+    text = text.lower().replace("\u2019", "'")
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text).split())
+
+
+def _parse_number(word: str) -> int | None:
+    if word.isdigit():
+        return int(word)
+    return _NUMBER_VALUES.get(word)
+
+
+def parse_sum(text: str) -> Sum | None:
+    """A Sum for "what is three plus four" / "what's 6 times 7" / "ten divided by two"."""
+    match = _ARITHMETIC.match(text)
+    if match is None:
+        return None
+    a, b = _parse_number(match["a"]), _parse_number(match["b"])
+    if a is None or b is None:
+        return None
+    return Sum(a, Operator(match["op"]), b) if a <= 20 and b <= 20 else None
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class Responder:
+    """Answers one recognized utterance, given the conversation so far."""
+
+    def __init__(self, clock: Callable[[], datetime] = _local_now, name: str = "Sandra") -> None:
+        self._clock = clock
+        self._name = name
+        lowered = normalize(name)
+        self._intents: dict[str, Intent] = {}
+        for intent, templates in _FIXED_PHRASES.items():
+            for template in templates:
+                self._intents[template.format(name=lowered)] = intent
+        self.phrases: tuple[str, ...] = tuple(self._intents) + tuple(s.phrase() for s in grammar_sums())
+
+    def intent_of(self, heard: str | None) -> Intent | None:
+        """Which intent a text asks for, or None when it is not one this responder knows."""
+        if not heard:
+            return None
+        text = normalize(heard)
+        if text in self._intents:
+            return self._intents[text]
+        return Intent.ARITHMETIC if parse_sum(text) is not None else None
+
+    def answer(self, heard: str | None, conversation: Sequence[Mapping[str, str]]) -> str:
+        """The spoken answer; never empty (unknown or nothing heard → a short apology)."""
+        intent = self.intent_of(heard)
+        if intent is None or heard is None:
+            return SORRY
+        text = normalize(heard)
+        if intent is Intent.TIME:
+            return self._time()
+        if intent is Intent.DATE:
+            today = self._clock()
+            return today.strftime("Today is %A, %B ") + f"{today.day}, {today.year}."
+        if intent is Intent.GREETING:
+            opening = "Hello" if not text.startswith("good ") else " ".join(text.split()[:2]).capitalize()
+            return f"{opening}! How can I help you?"
+        if intent is Intent.NAME:
+            return f"My name is {self._name}. I am your offline voice assistant."
+        if intent is Intent.ABILITIES:
+            return ("I can tell you the time and the date, do simple arithmetic like three plus four, "
+                    "and remember what you said before.")
+        if intent is Intent.THANKS:
+            return "You're welcome."
+        if intent is Intent.GOODBYE:
+            return "Goodbye! Talk to you soon."
+        if intent is Intent.RECALL:
+            return self._recall(text, conversation)
+        the_sum = parse_sum(text)
+        assert the_sum is not None  # intent_of() found it
+        return the_sum.spoken_answer()
+
+    def _time(self) -> str:
+        now = self._clock()
+        hour = now.hour % 12 or 12
+        half = "AM" if now.hour < 12 else "PM"
+        # "3:05" is read "three zero five": say "oh" the way people do.
+        if now.minute == 0:
+            return f"It is {hour} {half}."
+        if now.minute < 10:
+            return f"It is {hour} oh {now.minute} {half}."
+        return f"It is {hour}:{now.minute:02d} {half}."
+
+    @staticmethod
+    def _recall(text: str, conversation: Sequence[Mapping[str, str]]) -> str:
+        turns = [m for m in conversation if m.get("role") == "user" and str(m.get("content", "")).strip()]
+        # The current question may already be the conversation's last item: skip it, not
+        # an earlier identical question that was answered.
+        if turns and turns[-1] is conversation[-1] and normalize(str(turns[-1]["content"])) == text:
+            turns.pop()
+        if not turns:
+            return "You have not said anything before this."
+        said = str(turns[-1]["content"]).strip()
+        return f"You said: {said}" + ("" if said[-1] in ".?!" else ".")
