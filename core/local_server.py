@@ -108,10 +108,13 @@ class LocalServer:
     async def ensure_running(self) -> str:
         """The base URL of a running server, restarting a dead one on its old port if it can."""
         async with self._lock:
-            if self.running:
+            if self.running and await self._listening():
                 assert self.base_url is not None
                 return self.base_url
             if self._process is not None:
+                # Dead but not reaped yet (asyncio learns of an exit a moment later), or alive
+                # with its port closed: useless either way, so make sure it is gone.
+                await self._discard(self._process)
                 self.restarts += 1
                 log.warning("the local server exited (code %s); restarting it on port %s",
                             self._process.returncode, self._port)
@@ -212,9 +215,26 @@ class LocalServer:
             self._stderr.append(line)
             log.debug("local server stderr: %s", line)
 
+    async def _listening(self) -> bool:
+        """False when nothing accepts connections on the server's port any more.
+
+        A timeout counts as alive: a busy server's full backlog is no reason to kill it.
+        """
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self._port), 1.0)
+        except asyncio.TimeoutError:
+            return True
+        except OSError:
+            return False
+        writer.close()
+        return True
+
     async def _discard(self, process: asyncio.subprocess.Process) -> None:
         if process.returncode is None:
-            process.kill()
+            try:
+                process.kill()
+            except ProcessLookupError:  # exited between the check and the signal
+                pass
             await process.wait()
         await self._end_drains()
 

@@ -40,9 +40,11 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie (exited, not yet reaped by a dead parent's init) counts as gone.
+    # A zombie (exited, not reaped yet) counts as gone, but only once its other threads
+    # are gone too: until then they still hold its files, the listening socket included.
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        zombie = Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        return not (zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1)
     except OSError:
         return False
 
