@@ -66,3 +66,173 @@ async def test_the_server_ends_a_call_the_client_hangs_up(echo_server: ServerPro
     line = next(li for li in echo_server.stderr().splitlines() if f"call {call_id} ended" in li)
     assert "reason: connection closed" in line
     assert echo_server.server_key not in echo_server.stderr()
+
+
+# ---- assistant mode ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def assistant_server(tmp_path_factory: pytest.TempPathFactory):
+    server = start_server(tmp_path_factory.mktemp("assistant"))  # assistant is the default mode
+    yield server
+    assert server.stop() == 0, server.stderr()
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory):
+    """Spoken questions (espeak-ng, 48 kHz), made once per module."""
+    from speech_samples import make_speech_wav, missing_tools, read_wav_int16
+
+    if missing_tools():
+        pytest.fail(f"missing {missing_tools()}: run ./bootstrap.sh test")
+    folder = tmp_path_factory.mktemp("speech")
+
+    def say(text: str) -> np.ndarray:
+        samples, rate = read_wav_int16(make_speech_wav(text, folder / f"{text.replace(' ', '_')}.wav"))
+        assert rate == 48000
+        return samples
+    return say
+
+
+async def connect(server: ServerProcess, session: dict | None = None) -> RealtimeClient:
+    client = await RealtimeClient.connect(server.base_url,
+                                          await ephemeral_key(server.base_url, server.server_key, session))
+    await client.wait_for("session.created")
+    return client
+
+
+async def answered_turn(client: RealtimeClient, pcm: np.ndarray) -> tuple[str, str, int]:
+    """One push-to-talk turn; returns (what was heard, the answer, the turn's mark)."""
+    mark = await client.push_to_talk(pcm)
+    heard = (await client.wait_for("conversation.item.input_audio_transcription.completed", since=mark))["transcript"]
+    done = await client.wait_for("response.done", since=mark, timeout=30)
+    assert done["response"]["status"] == "completed", done
+    answer = (await client.wait_for("response.output_audio_transcript.done", since=mark))["transcript"]
+    return heard, answer, mark
+
+
+async def test_push_to_talk_turn_is_heard_and_answered_out_loud(assistant_server: ServerProcess, speech) -> None:
+    client = await connect(assistant_server)
+    try:
+        question = speech("what time is it")
+        mark = await client.push_to_talk(question)
+        commit_at = time.monotonic()
+        heard = await client.wait_for("conversation.item.input_audio_transcription.completed", since=mark)
+        assert "time" in heard["transcript"].lower()
+        done = await client.wait_for("response.done", since=mark, timeout=30)
+        assert done["response"]["status"] == "completed"
+        order = [e["type"] for e in client.events[mark:]]
+        # response.created may come before the transcript (recognition runs meanwhile); all else is ordered.
+        expected = ["input_audio_buffer.cleared", "input_audio_buffer.committed", "response.created",
+                    "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
+                    "output_audio_buffer.started", "output_audio_buffer.stopped", "response.done"]
+        assert [t for t in order if t in expected] == expected, order
+        transcribed = order.index("conversation.item.input_audio_transcription.completed")
+        assert order.index("input_audio_buffer.committed") < transcribed < order.index(
+            "response.output_audio_transcript.delta")
+        assert all(e.get("event_id") for e in client.events)
+        answer = client.of_type("response.output_audio_transcript.done", mark)[0]["transcript"]
+        assert answer.startswith("It is") and ("AM" in answer or "PM" in answer)
+        # The answer's audio arrived between started and stopped, loud, and as long as a short sentence.
+        started = client.of_type("output_audio_buffer.started", mark)[0]["_received_at"]
+        stopped = client.of_type("output_audio_buffer.stopped", mark)[0]["_received_at"]
+        answer_audio = client.audio.since(started)
+        assert level_dbfs(answer_audio) > -40
+        assert 0.5 < stopped - started < 6
+        first = client.audio.first_loud_after(commit_at)
+        assert first is not None and first - commit_at < 3.0  # sanity only; bench/ measures the target
+    finally:
+        await client.close()
+
+
+HOSTILE = [
+    '{"type": "no.such.event"}',
+    "this is not json",
+    '{"type": 42}',
+    '["a", "list"]',
+    '{"type": "session.update", "session": 5}',
+    '{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"threshold": "high"}}}}}',
+    '{"type": "conversation.item.create", "item": {"role": "user", "content": "not a list"}}',
+    '{"type": "response.create", "response": "now"}',
+    '{"type": "response.cancel"}',  # nothing to cancel
+    '{"type": "input_audio_buffer.commit"}',  # nothing to commit
+    '{"type": "input_audio_buffer.append", "audio": "AAAA"}',
+    '{"type": "session.update", "pad": "' + "x" * 70_000 + '"}',
+    b"\x00\x01binary",
+]
+
+
+async def test_hostile_messages_get_errors_and_the_call_goes_on(assistant_server: ServerProcess, speech) -> None:
+    client = await connect(assistant_server)
+    try:
+        mark = client.mark()
+        for message in HOSTILE:
+            client.send_raw(message)
+        deadline = time.monotonic() + 10
+        while len(client.of_type("error", mark)) < len(HOSTILE) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        errors = client.of_type("error", mark)
+        assert len(errors) == len(HOSTILE), [e["error"]["message"] for e in errors]
+        assert all(e["error"]["message"] and e["error"]["type"] == "invalid_request_error" for e in errors)
+        assert len(client.events[mark:]) == len(HOSTILE), "hostile messages must change nothing"
+        heard, answer, _ = await answered_turn(client, speech("what is your name"))
+        assert "name" in heard and "Sandra" in answer
+    finally:
+        await client.close()
+
+
+async def test_barge_in_cuts_the_answer_within_a_frame(assistant_server: ServerProcess, speech) -> None:
+    client = await connect(assistant_server)
+    try:
+        mark = await client.push_to_talk(speech("what can you do"))  # a long answer
+        await client.wait_for("output_audio_buffer.started", since=mark, timeout=20)
+        await asyncio.sleep(0.5)
+        cut = client.mark()
+        client.send({"type": "response.cancel"})
+        client.send({"type": "output_audio_buffer.clear"})
+        cut_at = time.monotonic()
+        await client.wait_for("output_audio_buffer.cleared", since=cut)
+        done = await client.wait_for("response.done", since=cut)
+        assert done["response"]["status"] == "cancelled"
+        assert not client.of_type("output_audio_buffer.stopped", mark)
+        await asyncio.sleep(0.6)
+        # Allow for frames already in flight on loopback, then nothing but silence.
+        after = client.audio.since(cut_at + 0.15)
+        assert len(after) > 48000 * 0.3 and level_dbfs(after) < -60, level_dbfs(after)
+        # The call goes on: the next turn is answered.
+        heard, answer, _ = await answered_turn(client, speech("thank you"))
+        assert "thank" in heard and answer
+    finally:
+        await client.close()
+
+
+async def test_reseeded_conversation_is_remembered(assistant_server: ServerProcess, speech) -> None:
+    client = await connect(assistant_server)
+    try:
+        mark = client.mark()
+        for role, text in (("user", "my favourite colour is blue"), ("assistant", "Noted.")):
+            part = "input_text" if role == "user" else "output_text"
+            client.send({"type": "conversation.item.create",
+                         "item": {"type": "message", "role": role, "content": [{"type": part, "text": text}]}})
+        created = await client.wait_for("conversation.item.created", since=mark)
+        assert created["item"]["content"][0]["text"] == "my favourite colour is blue"
+        heard, answer, _ = await answered_turn(client, speech("what did I say before"))
+        assert "say" in heard and "blue" in answer
+    finally:
+        await client.close()
+
+
+async def test_hands_free_turn_answers_by_itself(assistant_server: ServerProcess, speech) -> None:
+    client = await connect(assistant_server, {"type": "realtime"})  # server_vad, OpenAI's default
+    try:
+        assert client.of_type("session.created")[0]["session"]["audio"]["input"]["turn_detection"]
+        mark = client.mark()
+        client.speak(np.concatenate([speech("hello"), np.zeros(48000, np.int16)]))
+        await client.wait_for("input_audio_buffer.speech_started", since=mark)
+        await client.wait_for("input_audio_buffer.speech_stopped", since=mark)
+        heard = await client.wait_for("conversation.item.input_audio_transcription.completed", since=mark)
+        assert "hello" in heard["transcript"]
+        done = await client.wait_for("response.done", since=mark, timeout=30)
+        assert done["response"]["status"] == "completed"
+        assert "help" in done["response"]["output"][0]["content"][0]["transcript"]
+    finally:
+        await client.close()

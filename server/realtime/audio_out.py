@@ -39,7 +39,7 @@ class Pacing(enum.Enum):
     PASS_THROUGH = "pass_through"
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: clear() collects playbacks in a set
 class Playback:
     """One answer's audio on its way out; the futures tell when it began and ended."""
 

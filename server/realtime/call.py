@@ -240,6 +240,11 @@ class RealtimeCall:
         except EventError as exc:
             log.debug("call %s: refused an event: %s", self.id, exc)
             self._send(exc.to_event())
+        except Exception:  # noqa: BLE001 - a bug here must cost one event, not the call
+            log.exception("call %s: failed to handle an event", self.id)
+            self._send(server_event("error", error={"type": "server_error", "code": "internal_error",
+                                                    "message": "The server failed to handle this event.",
+                                                    "param": None, "event_id": None}))
 
     def _dispatch(self, event: ClientEvent) -> None:
         kind = event.type
@@ -310,7 +315,7 @@ class RealtimeCall:
         transcript = ""
         if self._speech is not None:
             heard = await self._speech.recognize(pcm)
-            log.debug("call %s: heard %r (accepted %s, score %.1f, %.0f ms)", self.id, heard.text,
+            log.debug("call %s: heard %r (accepted %s, score %.1f, decoded in %.0f ms)", self.id, heard.text,
                       heard.accepted, heard.score, heard.elapsed_ms)
             if heard.accepted and heard.text:
                 transcript = heard.text
@@ -368,12 +373,16 @@ class RealtimeCall:
         heard = last_user["content"] or None if last_user else None
         history = [i for i in self._conversation if i is not last_user and i["content"]]
         text = self._speech.answer(heard, history)
+        asked = time.monotonic()
         item_id = new_id("item")
         common = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
         self._send(server_event("response.output_audio_transcript.delta", delta=text, **common))
         self._send(server_event("response.output_audio_transcript.done", transcript=text, **common))
         playback = self._out.play(await self._speech.synthesize(text))
+        synthesized = time.monotonic()
         await playback.started
+        log.debug("call %s: answer synthesized in %.0f ms, first frame out %.0f ms later", self.id,
+                  (synthesized - asked) * 1000, (time.monotonic() - synthesized) * 1000)
         self._send(server_event("output_audio_buffer.started", response_id=response_id))
         if not await playback.finished:
             raise asyncio.CancelledError
