@@ -44,12 +44,3 @@ def read_wav_int16(path: Path) -> tuple[np.ndarray, int]:
         samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
     return samples, rate
 
-
-def write_wav_int16(path: Path, samples: np.ndarray, rate: int) -> Path:
-    """Write mono int16 samples as a WAV (e.g. to listen to what a test produced)."""
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(np.asarray(samples, dtype=np.int16).tobytes())
-    return path

@@ -15,9 +15,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import av
 import numpy as np
 import pocketsphinx
+
+from server.realtime.resample import resample_int16
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +84,6 @@ def jsgf_grammar(phrases: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def resample_to_decoder_rate(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
-    """int16 mono at any rate → int16 mono 16 kHz through libswresample (low-pass filtered)."""
-    if sample_rate == DECODER_RATE:
-        return pcm
-    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = sample_rate
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=DECODER_RATE)
-    chunks = [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
-    chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-
-
 def _peak_dbfs(pcm: np.ndarray, window: int) -> float:
     usable = len(pcm) // window * window
     if usable == 0:
@@ -141,7 +130,7 @@ class Recognizer:
         if threading.get_ident() != self._thread:
             raise RuntimeError("Recognizer used from a thread other than the one that created it")
         started = time.perf_counter()
-        audio = resample_to_decoder_rate(np.asarray(pcm, dtype=np.int16).reshape(-1), sample_rate)
+        audio = resample_int16(pcm, sample_rate, DECODER_RATE)
         if len(audio) < _MIN_SPEECH_S * DECODER_RATE or _peak_dbfs(audio, DECODER_RATE // 50) < _SILENCE_DBFS:
             return Recognition(None, False, float("-inf"), _elapsed_ms(started))
         audio = self._dithered(audio)
