@@ -52,7 +52,7 @@ class Playout:
         *,
         capacity_ms: int = 320,
         max_depth_ms: int = 160,
-        calm_s: float = 3.0,
+        calm_s: float = 1.0,
         fade_ms: int = 40,
         idle_after_ms: int = 200,
         audible_threshold: int = 500,
@@ -192,12 +192,13 @@ class Playout:
         self._gap_run = start + m
 
     def _shed_latency(self, n: int) -> None:
-        """Drop one 20 ms frame if, for a calm window, a whole frame was never needed."""
+        """Drop the whole 20 ms frames that stayed unused through a calm window."""
         self._calm_min = min(self._calm_min, self._size if self._active else 0)
         self._calm_read += n
         if self._calm_read >= self._calm_samples:
-            if self._calm_min >= FRAME_SAMPLES:
-                self._drop(FRAME_SAMPLES)
+            unused = self._calm_min // FRAME_SAMPLES * FRAME_SAMPLES
+            if unused:
+                self._drop(unused)
             self._calm_min = self._capacity
             self._calm_read = 0
 

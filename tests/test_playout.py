@@ -100,8 +100,8 @@ def test_a_frame_never_needed_for_a_calm_window_is_shed() -> None:
         p.write(tone(5))
         p.read(F)
     s = p.stats()
-    assert s.trimmed == F
-    assert s.depth == F  # two frames after each read before, one now
+    assert s.trimmed == 2 * F  # both spare frames: two were left after every read
+    assert s.depth == 0
 
 
 def test_no_shedding_while_the_spare_frame_is_used() -> None:
