@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.audio import level_dbfs
 from realtime_client import RealtimeClient, ephemeral_key
 from server_process import ServerProcess, start_server
 
@@ -62,5 +63,36 @@ async def test_many_calls_in_a_row_leak_nothing(tmp_path: Path) -> None:
         assert threads_of(server.pid) <= threads + 1, (threads, threads_of(server.pid))
         assert open_fds(server.pid) <= fds + 2, (fds, open_fds(server.pid))
         assert tasks_alive(server) <= tasks + 1, (tasks, tasks_alive(server))
+    finally:
+        assert server.stop() == 0, server.stderr()[-3000:]
+
+
+async def test_four_calls_at_once_all_answer(tmp_path: Path) -> None:
+    from speech_samples import make_speech_wav, read_wav_int16
+
+    question, _ = read_wav_int16(make_speech_wav("what is the date", tmp_path / "date.wav"))
+    server = start_server(tmp_path)  # assistant mode
+
+    async def call(key: str) -> tuple[str, str, float]:
+        client = await RealtimeClient.connect(server.base_url, key)
+        try:
+            await client.wait_for("session.created")
+            mark = await client.push_to_talk(question)
+            heard = await client.wait_for("conversation.item.input_audio_transcription.completed", since=mark,
+                                          timeout=30)
+            done = await client.wait_for("response.done", since=mark, timeout=30)
+            assert done["response"]["status"] == "completed"
+            started = (await client.wait_for("output_audio_buffer.started", since=mark))["_received_at"]
+            return heard["transcript"], done["response"]["output"][0]["content"][0]["transcript"], \
+                level_dbfs(client.audio.since(started))
+        finally:
+            await client.close()
+
+    try:
+        keys = [await ephemeral_key(server.base_url, server.server_key) for _ in range(4)]
+        results = await asyncio.gather(*(call(key) for key in keys))
+        for heard, answer, level in results:
+            assert "date" in heard and answer.startswith("Today is") and level > -40, (heard, answer, level)
+        await wait_calls_ended(server, 4)
     finally:
         assert server.stop() == 0, server.stderr()[-3000:]
