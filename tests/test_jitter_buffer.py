@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import av
+import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -234,8 +235,6 @@ def test_merged_opus_frames_decode_to_their_total_duration() -> None:
     encoder.sample_rate = 48000
     encoder.layout = "mono"
     encoder.format = "s16"
-    import numpy as np
-
     payloads = []
     for i in range(6):
         frame = av.AudioFrame.from_ndarray(
