@@ -1,0 +1,70 @@
+"""`sandra talk` end to end: the engine starts the embedded server, sends a spoken WAV, records the answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.audio import read_wav
+from engine_helpers import is_audible
+from server_process import start_server
+from speech_samples import make_speech_wav
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(180)
+
+
+def _talk(args: list[str], home: Path, **env_overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / "c"), XDG_DATA_HOME=str(home / "d"),
+               XDG_STATE_HOME=str(home / "s"), XDG_CACHE_HOME=str(home / "k"), **env_overrides)
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), "talk", *args], capture_output=True,
+                          text=True, timeout=150, env=env, cwd=ROOT)
+
+
+def test_talk_local_push_to_talk_turn(tmp_path):
+    question = make_speech_wav("what time is it", tmp_path / "question.wav")
+    answer, events = tmp_path / "answer.wav", tmp_path / "events.jsonl"
+    result = _talk(["--provider", "local", "--wav", str(question), "--out", str(answer), "--events", str(events)],
+                   tmp_path / "home")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert any("time" in said for said in summary["user"]), summary
+    assert summary["assistant"] and summary["assistant"][0].startswith("It is"), summary
+    assert summary["reconnects"] == 0
+    assert is_audible(read_wav(answer)), "answer.wav holds no speech"
+
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    names = {line["name"] for line in lines if line["type"] == "latency"}
+    assert names == {"token_acquisition", "sdp_exchange", "connect", "response_latency"}
+    states = [line["state"] for line in lines if line["type"] == "state"]
+    assert states == ["connecting", "connected", "ended"]
+    server_events = {line["event"] for line in lines if line["type"] == "server_event"}
+    assert {"session.created", "response.done", "output_audio_buffer.started"} <= server_events
+    assert "Traceback" not in result.stderr
+    # the conversation is on disk too
+    transcripts = list((tmp_path / "home" / "d").rglob("*.jsonl"))
+    assert len(transcripts) == 1 and "what time is it" in transcripts[0].read_text()
+
+
+def test_talk_wrong_key_fails_at_once_with_one_clear_line(tmp_path):
+    question = make_speech_wav("hello", tmp_path / "q.wav")
+    server = start_server(tmp_path, "--mode", "echo")
+    try:
+        result = _talk(["--provider", server.base_url, "--wav", str(question)], tmp_path / "home",
+                       SANDRA_API_KEY="sk-wrong-key-000000000")
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sandra talk:") and "key" in last.lower(), result.stderr
+    assert "Traceback" not in result.stderr and "sk-wrong-key" not in result.stderr + result.stdout
+
+
+def test_talk_usage_error_exits_2(tmp_path):
+    assert _talk(["--out", "x.wav"], tmp_path / "home").returncode == 2
+    assert _talk(["--bogus"], tmp_path / "home").returncode == 2
