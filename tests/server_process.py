@@ -6,6 +6,7 @@ for its "listening on …" line and reads the real port from it (tests use --por
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +99,14 @@ def start_server(tmp: Path, *args: str, server_key: str | None = TEST_SERVER_KEY
         proc.wait(5)
     raise AssertionError(f"the server did not start (exit {proc.returncode}); stdout: {''.join(seen)!r}; "
                          f"stderr: {stderr_path.read_text(errors='replace')[-3000:]}")
+
+
+@contextlib.contextmanager
+def running_server(tmp: Path, *args: str, server_key: str | None = TEST_SERVER_KEY) -> Iterator[ServerProcess]:
+    """start_server() for the length of a with-block, which must end in a clean stop."""
+    process = start_server(tmp, *args, server_key=server_key)
+    try:
+        yield process
+    finally:
+        code = process.stop()
+    assert code == 0, process.stderr()[-3000:]

@@ -236,3 +236,14 @@ async def test_hands_free_turn_answers_by_itself(assistant_server: ServerProcess
         assert "help" in done["response"]["output"][0]["content"][0]["transcript"]
     finally:
         await client.close()
+
+
+async def test_what_it_cannot_understand_gets_a_spoken_sorry(assistant_server: ServerProcess, speech) -> None:
+    client = await connect(assistant_server)
+    try:
+        heard, answer, mark = await answered_turn(client, speech("the weather in paris tomorrow"))
+        assert heard == "" and "Sorry" in answer
+        started = client.of_type("output_audio_buffer.started", mark)[0]["_received_at"]
+        assert level_dbfs(client.audio.since(started)) > -40  # spoken, never silence
+    finally:
+        await client.close()

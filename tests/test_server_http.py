@@ -16,7 +16,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from core import ice
 from realtime_client import RealtimeClient, ephemeral_key
-from server_process import ROOT, ServerProcess, private_env, start_server
+from server_process import ROOT, ServerProcess, private_env, running_server, start_server
 
 pytestmark = pytest.mark.timeout(90)
 BIG = b"x" * (64 * 1024 + 1)
@@ -240,8 +240,7 @@ async def test_more_calls_than_max_calls_get_503(tmp_path: Path) -> None:
 
 
 async def test_busy_answer_has_retry_after(tmp_path: Path, offer_sdp: str) -> None:
-    process = start_server(tmp_path, "--mode", "echo", "--max-calls", "1")
-    try:
+    with running_server(tmp_path, "--mode", "echo", "--max-calls", "1") as process:
         key = await ephemeral_key(process.base_url, process.server_key)
         url = f"{process.base_url}/realtime/calls"
         headers = {**auth(key), "Content-Type": "application/sdp"}
@@ -250,13 +249,11 @@ async def test_busy_answer_has_retry_after(tmp_path: Path, offer_sdp: str) -> No
         status, response_headers, body = await request("POST", url, data=offer_sdp, headers=headers)
         assert_error(status, body, 503, "too_many_calls")
         assert int(response_headers["Retry-After"]) > 0
-    finally:
-        assert process.stop() == 0
 
 
 async def test_token_fault_fails_the_next_requests(tmp_path: Path) -> None:
-    process = start_server(tmp_path, "--mode", "echo", "--fault-token-status", "429", "--fault-token-count", "2")
-    try:
+    with running_server(tmp_path, "--mode", "echo", "--fault-token-status", "429",
+                        "--fault-token-count", "2") as process:
         url = f"{process.base_url}/realtime/client_secrets"
         for _ in range(2):
             status, headers, body = await request("POST", url, json={}, headers=auth(process.server_key))
@@ -264,20 +261,15 @@ async def test_token_fault_fails_the_next_requests(tmp_path: Path) -> None:
             assert int(headers["Retry-After"]) >= 1
         status, _, body = await request("POST", url, json={}, headers=auth(process.server_key))
         assert status == 200 and body["value"].startswith("ek_")
-    finally:
-        assert process.stop() == 0
 
 
 async def test_sdp_delay_fault(tmp_path: Path, offer_sdp: str) -> None:
-    process = start_server(tmp_path, "--mode", "echo", "--fault-sdp-delay-ms", "600")
-    try:
+    with running_server(tmp_path, "--mode", "echo", "--fault-sdp-delay-ms", "600") as process:
         key = await ephemeral_key(process.base_url, process.server_key)
         started = time.monotonic()
         status, _, _ = await request("POST", f"{process.base_url}/realtime/calls", data=offer_sdp,
                                      headers={**auth(key), "Content-Type": "application/sdp"})
         assert status == 201 and time.monotonic() - started >= 0.6
-    finally:
-        assert process.stop() == 0
 
 
 async def test_generated_server_key_is_private_and_works(tmp_path: Path) -> None:

@@ -314,10 +314,15 @@ class RealtimeCall:
     async def _transcribe(self, item_id: str, pcm: np.ndarray) -> None:
         transcript = ""
         if self._speech is not None:
-            heard = await self._speech.recognize(pcm)
-            log.debug("call %s: heard %r (accepted %s, score %.1f, decoded in %.0f ms)", self.id, heard.text,
-                      heard.accepted, heard.score, heard.elapsed_ms)
-            if heard.accepted and heard.text:
+            try:
+                heard = await self._speech.recognize(pcm)
+            except Exception:  # noqa: BLE001 - an unheard turn is answered "sorry", the call goes on
+                log.exception("call %s: recognition failed", self.id)
+                heard = None
+            if heard is not None:
+                log.debug("call %s: heard %r (accepted %s, score %.1f, decoded in %.0f ms)", self.id, heard.text,
+                          heard.accepted, heard.score, heard.elapsed_ms)
+            if heard is not None and heard.accepted and heard.text:
                 transcript = heard.text
                 self._conversation.append({"role": "user", "content": transcript})
             else:
@@ -358,6 +363,10 @@ class RealtimeCall:
                 text = await self._answer(response_id)
         except asyncio.CancelledError:
             status = "cancelled"
+        except Exception:  # noqa: BLE001 - a failed answer ends this response, not the call
+            log.exception("call %s: the answer failed", self.id)
+            self._out.clear()
+            status = "failed"
         finally:
             self._response = None
             if text is not None:
