@@ -153,17 +153,21 @@ class Recognizer:
     def _decode(self, search: str, audio: np.ndarray) -> tuple[str | None, float, int]:
         """(best hypothesis, total acoustic score, frames of non-filler words)."""
         self._decoder.activate_search(search)
+        # Fresh noise and normalisation estimates for every decode: carried-over state
+        # made the same audio decode differently, and the two searches incomparable.
+        self._decoder.reinit_feat()
         self._decoder.start_utt()
         self._decoder.process_raw(audio.tobytes(), full_utt=True)
         self._decoder.end_utt()
         hyp = self._decoder.hyp()
+        if hyp is None or not hyp.hypstr.strip():
+            return None, 0.0, 0  # no path reached the grammar's end (noise, cut-off speech)
         score, speech_frames = 0.0, 0
         for segment in self._decoder.seg():
             score += self._log_math.log(segment.ascore)
             if segment.word not in _FILLERS and not segment.word.startswith("["):
                 speech_frames += segment.end_frame - segment.start_frame + 1
-        text = hyp.hypstr.strip() if hyp is not None and hyp.hypstr.strip() else None
-        return text, score, speech_frames
+        return hyp.hypstr.strip(), score, speech_frames
 
 
 def _elapsed_ms(started: float) -> float:
