@@ -222,7 +222,9 @@ class WavSource(FrameSource):
             frame = np.concatenate([frame, SILENCE[: FRAME_SAMPLES - len(frame)]])
         return frame
 
-    def rewind(self) -> None:
+    def load(self, path: Path) -> None:
+        """The next utterance: a script can speak several turns in one call."""
+        self._samples = read_wav(path)
         self._pos = 0
         self.finished.clear()
 

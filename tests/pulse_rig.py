@@ -89,9 +89,14 @@ class PulseRig:
             ["pacat", "--playback", "--device=micsrc", "--latency-msec=20", "--rate=48000", "--channels=1", "--format=s16le"],
             stdin=subprocess.PIPE, env={**os.environ, **self.env},
         )
-        assert proc.stdin is not None
-        proc.stdin.write(np.ascontiguousarray(samples, dtype="<i2").tobytes())
-        proc.stdin.close()
+        data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
+
+        def feed() -> None:  # pacat reads at playback speed: never block the caller's event loop on it
+            assert proc.stdin is not None
+            proc.stdin.write(data)
+            proc.stdin.close()
+
+        threading.Thread(target=feed, daemon=True).start()
         return proc
 
     def record_speaker(self) -> "SpeakerRecording":
