@@ -27,5 +27,6 @@ version=$(.venv/bin/python -c 'import tomllib; print(tomllib.load(open("pyprojec
 tarball="$dist/sandra-$version-linux-x86_64.tar.gz"
 tar -C "$dist" -czf "$tarball" sandra
 
-echo "build: bundle $bundle/sandra: $(du -sm "$bundle" | cut -f1) MB uncompressed," \
-  "tarball $(du -m "$tarball" | cut -f1) MB, built in $(( $(date +%s) - started )) s"
+mb() { du -sb "$1" | awk '{printf "%.0f", $1 / 1e6}'; }
+echo "build: bundle $bundle/sandra: $(mb "$bundle") MB uncompressed," \
+  "tarball $(mb "$tarball") MB, built in $(( $(date +%s) - started )) s"
