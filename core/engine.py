@@ -60,6 +60,7 @@ class EngineOptions:
     connect_timeout: float = 10.0  # no open data channel by then: the attempt failed
     watchdog_timeout: float = 3.0  # no audio and no events for this long: the peer is gone
     stun_probe_timeout: float = 1.0
+    save_transcript: bool = True  # off for the self-test, which is no conversation of the user's
 
 
 @dataclass
@@ -256,7 +257,7 @@ class CallEngine:
     # --- the conversation --------------------------------------------------------------
 
     def _open_transcript(self) -> None:
-        if self.transcript is not None:
+        if self.transcript is not None or not self.options.save_transcript:
             return
         try:
             directory = paths.transcripts_dir()

@@ -81,25 +81,30 @@ class EventLog:
 class Progress:
     """Human progress on stderr, and the turn-level events `talk` waits on."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.response_done = asyncio.Event()
         self.answer_audio_done = asyncio.Event()
         self.connected_or_ended = asyncio.Event()
+        self._quiet = quiet
+
+    def _say(self, text: str) -> None:
+        if not self._quiet:
+            print(text, file=sys.stderr)
 
     def __call__(self, event: EngineEvent) -> None:
         if isinstance(event, StateChanged):
-            print(f"sandra: {event.state.describe()}", file=sys.stderr)
+            self._say(f"sandra: {event.state.describe()}")
             if event.state.phase in (Phase.CONNECTED, Phase.ENDED):
                 self.connected_or_ended.set()
         elif isinstance(event, TranscriptDelta) and event.final:
-            print(f"{event.role}: {event.text}", file=sys.stderr)
+            self._say(f"{event.role}: {event.text}")
         elif isinstance(event, ServerEvent):
             if event.type == "response.done":
                 self.response_done.set()
             elif event.type in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
                 self.answer_audio_done.set()
         elif isinstance(event, Problem):
-            print(f"sandra: {event.message}", file=sys.stderr)
+            self._say(f"sandra: {event.message}")
 
 
 def summary(engine: CallEngine) -> dict[str, Any]:
@@ -113,7 +118,7 @@ def summary(engine: CallEngine) -> dict[str, Any]:
     }
 
 
-async def _wait_connected(engine: CallEngine, progress: Progress) -> None:
+async def wait_connected(engine: CallEngine, progress: Progress) -> None:
     while engine.state.phase is not Phase.CONNECTED:
         if engine.state.phase is Phase.ENDED:
             raise SandraError(engine.state.reason or "The call ended before it connected.")
@@ -121,7 +126,7 @@ async def _wait_connected(engine: CallEngine, progress: Progress) -> None:
         await asyncio.wait_for(progress.connected_or_ended.wait(), CONNECT_TIMEOUT)
 
 
-async def _one_turn(engine: CallEngine, audio: FileAudio, progress: Progress) -> None:
+async def one_turn(engine: CallEngine, audio: FileAudio, progress: Progress) -> None:
     assert audio.source is not None
     progress.response_done.clear()
     progress.answer_audio_done.clear()
@@ -157,10 +162,10 @@ async def run_talk(args: argparse.Namespace) -> int:
     engine.subscribe(progress)
     try:
         await engine.start()
-        await _wait_connected(engine, progress)
+        await wait_connected(engine, progress)
         if args.wav:
             assert isinstance(audio, FileAudio)
-            await _one_turn(engine, audio, progress)
+            await one_turn(engine, audio, progress)
         if args.duration:
             await asyncio.sleep(args.duration)
         elif not args.wav:
