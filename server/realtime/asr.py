@@ -108,7 +108,8 @@ class Recognizer:
             lm=None,
             bestpath=False,  # the default returned partial phrases and varied between runs
             compallsen=True,  # all senones scored: the two searches' scores are comparable
-            loglevel="ERROR",
+            # "Final result does not match the grammar" is routine for noise: handled, not logged.
+            loglevel="FATAL",
         )
         known = [p for p in dict.fromkeys(phrases) if self._pronounceable(p)]
         if not known:
