@@ -36,6 +36,8 @@ install_system_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
+# The browser-interop test drives the system's Chromium against the local server.
+[ "$mode" = test ] && apt_packages+=(chromium)
 install_system_packages "${apt_packages[@]}"
 
 py=${PYTHON:-python3}
