@@ -91,6 +91,7 @@ class CallEngine:
         options: EngineOptions | None = None,
         policy: ReconnectPolicy | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        provider_wrapper: Callable[[Provider], Provider] | None = None,
     ) -> None:
         self.settings = settings
         self.options = options or EngineOptions()
@@ -103,6 +104,8 @@ class CallEngine:
         self.reconnects = 0
         self._policy = policy or ReconnectPolicy()
         self._sleep = sleep
+        # Benchmarks put a jitter relay between the peers by rewriting the SDP through this.
+        self._provider_wrapper = provider_wrapper
         self._audio = audio or DeviceAudio(settings.input_device, settings.output_device)
         self._api_key = api_key
         self._observers: list[Observer] = []
@@ -418,6 +421,8 @@ class CallEngine:
 
     async def _connect(self) -> None:
         provider = await self._provider()
+        if self._provider_wrapper is not None:
+            provider = self._provider_wrapper(provider)
         started = time.monotonic()
         key = await provider.create_ephemeral_key(self._http, self._session_config())
         self._record("token_acquisition", (time.monotonic() - started) * 1000)
