@@ -13,7 +13,7 @@ mode=${1:-app}
 # System packages the app or its tests need (PortAudio, PulseAudio for the virtual
 # sound rig, espeak-ng/sox for test speech, the Qt xcb plugin's libraries, Xvfb).
 apt_packages=(
-  libportaudio2 libasound2-plugins pulseaudio pulseaudio-utils espeak-ng sox
+  libportaudio2 libasound2-plugins pulseaudio pulseaudio-utils espeak-ng sox binutils
   xvfb xauth libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
   libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0
   libxcb-render-util0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 libxcb-xkb1
