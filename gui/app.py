@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 PROBE_ENV = "SANDRA_EXIT_AFTER_FIRST_PAINT"
 FIRST_PAINT_MARK = "sandra: first paint"
 DEFAULT_SIZE = (1100, 720)
+# Ctrl+C in the terminal and a session manager's SIGTERM close the window like Quit does.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def application(argv: list[str] | None = None) -> QApplication:
@@ -127,7 +130,35 @@ def run(argv: list[str]) -> int:
     window = build_window(load_settings())
     window.settings_requested.connect(lambda: _open_settings(window))
     probe = os.environ.get(PROBE_ENV) == "1"
-    return int(qasync.run(run_window(window, probe=probe)))
+    return int(qasync.run(_run_closing_on_signals(window, probe=probe)))
+
+
+async def _run_closing_on_signals(window: MainWindow, *, probe: bool) -> int:
+    """run_window, with SIGINT/SIGTERM closing the window (hang up, stop the server) first.
+
+    Python's own handlers would only run when Qt happens to call back into Python, and
+    SIGTERM's default kills the process with the call and the local server still up. The
+    loop's handlers wake Qt through a self-pipe and run on the loop, between callbacks.
+    """
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, _close_on_signal, window, signum)
+        except (NotImplementedError, RuntimeError):  # Windows' loops have no signal handlers
+            log.debug("cannot close the window on signal %s here", signum)
+        else:
+            installed.append(signum)
+    try:
+        return await run_window(window, probe=probe)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _close_on_signal(window: MainWindow, signum: int) -> None:
+    log.info("%s received: closing the window", signal.Signals(signum).name)
+    window.close()
 
 
 def _open_settings(window: MainWindow) -> None:
