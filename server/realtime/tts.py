@@ -63,6 +63,8 @@ def _load_library() -> tuple[ctypes.CDLL, int]:
 def english_voice(name: str | None) -> str:
     """An espeak English voice for `name`; anything else ("marin", "alloy", "de") → en-us."""
     lowered = (name or "").strip().lower()
+    if lowered == "en-gb":  # espeak files British English as plain "en"
+        return "en"
     return lowered if lowered == "en" or lowered.startswith("en-") else DEFAULT_VOICE
 
 
@@ -96,7 +98,8 @@ class Synthesizer:
             # The library's voice and rate are global: set ours every time.
             lib.espeak_SetSynthCallback(self._callback)
             if lib.espeak_SetVoiceByName(self._voice.encode()) != _EE_OK:
-                log.warning("espeak voice %r not found; using %s", self._voice, DEFAULT_VOICE)
+                log.warning("espeak voice %r not found; using %s from now on", self._voice, DEFAULT_VOICE)
+                self._voice = DEFAULT_VOICE
                 lib.espeak_SetVoiceByName(DEFAULT_VOICE.encode())
             lib.espeak_SetParameter(_PARAM_RATE, self._rate_wpm, 0)
             self._chunks = []
