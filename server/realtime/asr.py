@@ -33,7 +33,7 @@ _DITHER_DBFS = -50.0
 _SILENCE_DBFS = -45.0
 _MIN_SPEECH_S = 0.2
 # Room for the silence model either side of an utterance cut tight by push-to-talk.
-_PAD_S = 0.25
+_PAD_S = 0.25  # 0.1 s: 13 % less CPU, but loud noise then passed as "bye"
 _GRAMMAR = "phrases"
 _PHONE_LOOP = "phones"
 _END = ""  # trie key marking the end of a phrase
