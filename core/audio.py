@@ -84,15 +84,41 @@ class FrameSource(ABC):
     def discard(self) -> None:
         """Forget what was captured so far (push-to-talk pressed: start fresh)."""
 
+    def failure(self) -> str | None:
+        """Why this source stopped working (a device that vanished), or None."""
+        return None
+
     def close(self) -> None:
         """Release the device or file."""
+
+
+class SilentSource(FrameSource):
+    """Stands in for a microphone that vanished, so the call goes on."""
+
+    def read_frame(self) -> np.ndarray | None:
+        return None
 
 
 class FrameSink(ABC):
     """Where the answer's audio goes: it pulls from the playout stage on its own clock."""
 
+    def failure(self) -> str | None:
+        """Why this sink stopped working (a device that vanished), or None."""
+        return None
+
     @abstractmethod
     async def close(self) -> None: ...
+
+
+# A device whose callback has not run for this long has gone away (PortAudio often
+# just stops calling when PulseAudio removes it).
+DEVICE_SILENCE_S = 1.5
+
+
+def _stalled(last_callback: float, what: str) -> str | None:
+    if time.monotonic() - last_callback > DEVICE_SILENCE_S:
+        return f"The {what} stopped working (was it unplugged?). Pick another in the device list; the call goes on."
+    return None
 
 
 class _FrameRing:
@@ -160,7 +186,7 @@ class MicrophoneSource(FrameSource):
 
     def _finished(self) -> None:
         if not getattr(self, "_closing", True):
-            self.device_error = "The microphone stopped (was it unplugged?)."
+            self.device_error = "The microphone stopped (was it unplugged?). Pick another in the device list; the call goes on."
             log.warning("input stream finished unexpectedly")
 
     def read_frame(self) -> np.ndarray | None:
@@ -168,6 +194,9 @@ class MicrophoneSource(FrameSource):
 
     def discard(self) -> None:
         self._ring.clear()
+
+    def failure(self) -> str | None:
+        return self.device_error or _stalled(self.last_callback, "microphone")
 
     def close(self) -> None:
         self._closing = True
@@ -253,6 +282,9 @@ class SpeakerSink(FrameSink):
         self.last_callback = time.monotonic()
         outdata[:, 0] = self._pull(frames)
 
+    def failure(self) -> str | None:
+        return _stalled(self.last_callback, "speaker")
+
     async def close(self) -> None:
         self._stream.stop(ignore_errors=True)
         self._stream.close(ignore_errors=True)
@@ -294,18 +326,17 @@ class WavSink(FrameSink):
 
 
 class CaptureTrack(MediaStreamTrack):
-    """The outgoing audio track: 20 ms frames in real time, silence while the gate is shut.
+    """The outgoing audio track: 20 ms frames in real time, silence when `read` has none.
 
-    The gate is push-to-talk (or hands-free always open). A fresh track is made for each
-    connection attempt; the source outlives them.
+    `read` decides what goes out (the engine gates it with push-to-talk and follows
+    device changes), so a fresh track per connection attempt never holds a stale device.
     """
 
     kind = "audio"
 
-    def __init__(self, source: FrameSource, gate: Callable[[], bool]) -> None:
+    def __init__(self, read: Callable[[], np.ndarray | None]) -> None:
         super().__init__()
-        self._source = source
-        self._gate = gate
+        self._read = read
         self._start: float | None = None
         self._pts = 0
         self.frames_sent = 0
@@ -318,7 +349,7 @@ class CaptureTrack(MediaStreamTrack):
         else:
             self._pts += FRAME_SAMPLES
             await asyncio.sleep(max(0.0, self._start + self._pts / RATE - time.monotonic()))
-        samples = self._source.read_frame() if self._gate() else None
+        samples = self._read()
         if samples is None:
             samples = SILENCE
         frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")

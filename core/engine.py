@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from core import ice, ice_servers, paths
-from core.audio import AudioIO, CaptureTrack, DeviceAudio, FrameSink, FrameSource
+from core.audio import AudioIO, CaptureTrack, DeviceAudio, FrameSink, FrameSource, SilentSource, WavSink
 from core.backoff import ReconnectPolicy
 from core.call_state import CallLife, CallState, Phase
 from core.config import Settings, get_api_key, get_turn_password
@@ -113,6 +114,7 @@ class CallEngine:
         self._playout = Playout(on_first_audible=self._on_first_audible)
         self._source: FrameSource | None = None
         self._sink: FrameSink | None = None
+        self._device_watch: asyncio.Task | None = None
         self._conn: _Connection | None = None
         self._run_task: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -254,8 +256,11 @@ class CallEngine:
         self._send({"type": "output_audio_buffer.clear"})
         self._set_speaking(False)
 
-    def _gate(self) -> bool:
-        return self._ptt or self._hands_free
+    def _read_input(self) -> np.ndarray | None:
+        """What the outgoing track sends now: the microphone while the gate is open."""
+        if self._source is None or not (self._ptt or self._hands_free):
+            return None
+        return self._source.read_frame()
 
     # --- the conversation --------------------------------------------------------------
 
@@ -292,8 +297,29 @@ class CallEngine:
 
         self._source = await asyncio.to_thread(self._audio.open_source, on_level)
         self._sink = self._audio.open_sink(self._playout.read)
+        self._device_watch = loop.create_task(self._watch_devices(), name="device-watch")
+
+    async def _watch_devices(self) -> None:
+        """A vanished device is a message, not a crash: swap in a stand-in and go on."""
+        while True:
+            await asyncio.sleep(0.5)
+            if self._source is not None and (problem := self._source.failure()):
+                broken, self._source = self._source, SilentSource()
+                self._problem(problem)
+                await asyncio.to_thread(broken.close)
+            if self._sink is not None and (problem := self._sink.failure()):
+                broken_sink, self._sink = self._sink, WavSink(None, self._playout.read)
+                self._problem(problem)
+                await broken_sink.close()
 
     async def _close_audio(self) -> None:
+        if self._device_watch is not None:
+            self._device_watch.cancel()
+            try:
+                await self._device_watch
+            except asyncio.CancelledError:
+                pass
+            self._device_watch = None
         if self._source is not None:
             self._source.close()
             self._source = None
@@ -431,7 +457,7 @@ class CallEngine:
         if provider.is_loopback:
             ice.acquire_loopback_only()
         pc = RTCPeerConnection(configuration)
-        conn = self._conn = _Connection(pc=pc, track=CaptureTrack(self._source, self._gate), loopback=provider.is_loopback)
+        conn = self._conn = _Connection(pc=pc, track=CaptureTrack(self._read_input), loopback=provider.is_loopback)
         pc.addTrack(conn.track)
         channel = conn.channel = pc.createDataChannel("oai-events")
         channel.on("open", conn.opened.set)
