@@ -68,3 +68,14 @@ def test_talk_wrong_key_fails_at_once_with_one_clear_line(tmp_path):
 def test_talk_usage_error_exits_2(tmp_path):
     assert _talk(["--out", "x.wav"], tmp_path / "home").returncode == 2
     assert _talk(["--bogus"], tmp_path / "home").returncode == 2
+
+
+def test_talk_hands_free_the_server_hears_the_end_of_speech(tmp_path):
+    question = make_speech_wav("what is your name", tmp_path / "question.wav")
+    result = _talk(["--provider", "local", "--wav", str(question), "--hands-free", "--duration", "1"],
+                   tmp_path / "home")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["user"] == ["what is your name"], summary
+    assert "Sandra" in summary["assistant"][0]
+    assert summary["latency"]["response_latency"]["count"] == 1
