@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ MODE = "assistant"  # the server's mode that hears, answers and speaks
 # Long enough for recognition and synthesis on 2 cores, short enough to fail fast.
 ANSWER_TIMEOUT_S = 20.0
 CONNECT_TIMEOUT_S = 30.0
+COUNTDOWN = re.compile(r"^Reconnecting in \d+ s, attempt 1 of 5$")
 
 
 def run_on_qasync(scenario: Awaitable[None]) -> None:
@@ -132,10 +134,26 @@ def assert_lines_match_telemetry(window: MainWindow, engine: CallEngine, turns: 
     assert window.latency_plot.line_values() == (stats["p95"], stats["p99"])
 
 
-def window_for(server: ServerProcess) -> tuple[MainWindow, CallEngine]:
+@dataclass
+class Call:
+    """A window on a real engine, calling a server process this test started."""
+
+    server: ServerProcess
+    window: MainWindow
+    engine: CallEngine
+    speaking: Speaking
+
+
+@pytest.fixture
+def call(qtbot, pulse: PulseRig, tmp_path: Path, private_home: Path):
+    server = start_server(tmp_path, "--mode", MODE)
     settings = custom_settings(server.base_url, input_device="pulse", output_device="pulse")
     engine = CallEngine(settings, api_key=TEST_SERVER_KEY, options=fast_options())
-    return build_window(settings, engine=engine), engine
+    window = build_window(settings, engine=engine)
+    qtbot.addWidget(window)
+    the_call = Call(server, window, engine, Speaking(window))
+    yield the_call
+    the_call.server.stop()  # the latest one: a test may have restarted it
 
 
 async def close_and_wait(window: MainWindow, running: asyncio.Future[int]) -> None:
@@ -145,27 +163,89 @@ async def close_and_wait(window: MainWindow, running: asyncio.Future[int]) -> No
     assert not leftover, f"tasks still pending after the window closed: {leftover}"
 
 
-def test_mouse_and_space_turns_are_answered_heard_and_plotted(qtbot, pulse, question, tmp_path, private_home):
-    server = start_server(tmp_path, "--mode", MODE)
-    window, engine = window_for(server)
-    qtbot.addWidget(window)
-    speaking = Speaking(window)
+async def space_turn_then_close(call: Call, pulse: PulseRig, speech: np.ndarray, qtbot,
+                                running: asyncio.Future[int]) -> None:
+    """A second turn, by the space bar, after one by the mouse; then the window closes."""
+    window = call.window
+    heard = await push_to_talk_turn(window, pulse, speech, *space(window, qtbot), call.speaking)
+    assert is_audible(heard), "the answer to the space-bar turn was not heard on the speaker"
+    assert len(window.conversation.turns()) == 4
+    assert_answered(window.conversation.turns())
+    assert_lines_match_telemetry(window, call.engine, 2)
+    await close_and_wait(window, running)
+
+
+def test_mouse_and_space_turns_are_answered_heard_and_plotted(call: Call, qtbot, pulse, question):
+    window = call.window
 
     async def scenario() -> None:
         running = asyncio.ensure_future(run_window(window))
         await until(lambda: connected(window), CONNECT_TIMEOUT_S, "the window says connected")
-        heard_by_mouse = await push_to_talk_turn(window, pulse, question, *mouse(window, qtbot), speaking)
-        assert is_audible(heard_by_mouse), "the answer to the mouse turn was not heard on the speaker"
+        heard = await push_to_talk_turn(window, pulse, question, *mouse(window, qtbot), call.speaking)
+        assert is_audible(heard), "the answer to the mouse turn was not heard on the speaker"
         assert_answered(window.conversation.turns())
-        assert_lines_match_telemetry(window, engine, 1)
-        heard_by_space = await push_to_talk_turn(window, pulse, question, *space(window, qtbot), speaking)
-        assert is_audible(heard_by_space), "the answer to the space-bar turn was not heard on the speaker"
-        assert len(window.conversation.turns()) == 4
-        assert_answered(window.conversation.turns())
-        assert_lines_match_telemetry(window, engine, 2)
-        await close_and_wait(window, running)
+        assert_lines_match_telemetry(window, call.engine, 1)
+        await space_turn_then_close(call, pulse, question, qtbot, running)
 
-    try:
-        run_on_qasync(scenario())
-    finally:
-        server.stop()
+    run_on_qasync(scenario())
+
+
+def test_killed_server_shows_the_countdown_then_the_conversation_goes_on(call: Call, qtbot, pulse, question,
+                                                                          tmp_path: Path):
+    window, port = call.window, call.server.port
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(run_window(window))
+        await until(lambda: connected(window), CONNECT_TIMEOUT_S, "the window says connected")
+        await push_to_talk_turn(window, pulse, question, *mouse(window, qtbot), call.speaking)
+        before = window.conversation.turns()
+        assert_answered(before)
+        os.kill(call.server.pid, signal.SIGKILL)
+        call.server.proc.wait(5)
+        await until(lambda: COUNTDOWN.match(window.status_line.text()) is not None, 10,
+                    "the status line counts down to the first reconnection attempt")
+        # Blocking start (it waits for the server's "listening" line): off the loop.
+        call.server = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: start_server(tmp_path, "--mode", MODE, "--port", str(port)))
+        await until(lambda: connected(window), CONNECT_TIMEOUT_S, "the window says connected again")
+        assert window.conversation.turns() == before, "the earlier conversation is no longer shown"
+        await space_turn_then_close(call, pulse, question, qtbot, running)
+        assert window.conversation.turns()[:2] == before
+
+    run_on_qasync(scenario())
+
+
+def serve_children() -> list[int]:
+    """Running child processes of this test process that are `main.py serve` (a local server)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")  # empty for a zombie: it runs no more
+        except (OSError, ValueError, IndexError):
+            continue  # exited while we looked
+        if ppid == os.getpid() and b"serve" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_closing_the_window_hangs_up_and_stops_the_embedded_server(qtbot, pulse, private_home, caplog, capfd):
+    assert serve_children() == [], "a local server from an earlier test is still running"
+    # First-launch settings: the local provider, whose server the engine starts by itself.
+    window = build_window(Settings(input_device="pulse", output_device="pulse"))
+    qtbot.addWidget(window)
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(run_window(window))
+        await until(lambda: connected(window), CONNECT_TIMEOUT_S, "the window says connected")
+        assert len(serve_children()) == 1, "the window should have started exactly one local server"
+        await close_and_wait(window, running)
+        assert serve_children() == [], "the local server outlived the window"
+
+    run_on_qasync(scenario())
+    gc.collect()  # an abandoned task says "destroyed but pending" when it is collected
+    logged = caplog.text + capfd.readouterr().err
+    assert "Task was destroyed but it is pending" not in logged, logged[-3000:]
+    assert not window.isVisible()
