@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
 from bench.echo_peer import EchoPeer
+from bench.figures import Figures, figures_from, print_table
 from bench.jitter_relay import JitterRelay
 from core.ice import acquire_loopback_only, release_loopback_only
 from core.jitter_buffer import AdaptiveJitterBuffer, JitterStats, hook_adaptive_jitter_buffer
@@ -226,11 +228,6 @@ def add_cost_us(make: Callable[[Callable[[], float]], JitterBuffer], seed: int) 
     return elapsed * 1e6 / len(arrivals)
 
 
-def figure(values: list[float]) -> dict[str, float]:
-    return {"value": statistics.median(values), "min": min(values), "max": max(values),
-            "runs": len(values)}
-
-
 async def _echo_figures(adaptive: bool, relay_seed: Optional[int], seconds: float
                         ) -> CallResult:
     if relay_seed is None:
@@ -239,7 +236,7 @@ async def _echo_figures(adaptive: bool, relay_seed: Optional[int], seconds: floa
         return await echo_call(adaptive=adaptive, seconds=seconds, relay=relay)
 
 
-async def measure(quick: bool) -> dict[str, dict[str, float]]:
+async def measure(quick: bool) -> Figures:
     runs = 3 if quick else 5
     seconds = 5.0 if quick else 9.0
     samples: dict[str, list[float]] = {}
@@ -265,10 +262,10 @@ async def measure(quick: bool) -> dict[str, dict[str, float]]:
             lambda clock: AdaptiveJitterBuffer(clock=clock, can_merge=lambda pt: True), run))
         keep("jitter_buffer_add_us_plain_aiortc", add_cost_us(
             lambda clock: JitterBuffer(capacity=16, prefetch=4), run))
-    return {name: figure(values) for name, values in samples.items()}
+    return figures_from(samples)
 
 
-def run(quick: bool) -> dict[str, dict[str, float]]:
+def run(quick: bool) -> Figures:
     """Run every audio benchmark; figures as {"value": median, "min", "max", "runs"}."""
     return asyncio.run(measure(quick))
 
@@ -281,9 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     figures = run(args.quick)
-    for name, f in figures.items():
-        print(f"{name:36s} median {f['value']:9.2f}   min {f['min']:9.2f}   "
-              f"max {f['max']:9.2f}   ({f['runs']} runs)")
+    print_table(figures, sys.stdout)
     if args.json:
         print(json.dumps(figures))
 

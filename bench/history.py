@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import string
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.figures import Figures, figure
 from core.history import BoundedHistory
 
 ADDS = 20_000
@@ -59,11 +59,7 @@ def _time_adds(add: Callable[[str, str], None], contents: list[str]) -> float:
     return (time.perf_counter() - started) / ADDS * 1e6
 
 
-def _figure(samples: list[float]) -> dict[str, float]:
-    return {"value": statistics.median(samples), "min": min(samples), "max": max(samples), "runs": len(samples)}
-
-
-def run(quick: bool = False) -> dict[str, dict[str, float]]:
+def run(quick: bool = False) -> Figures:
     """Median/min/max µs per add for both histories; `quick` does fewer runs, same size."""
     runs = 3 if quick else 7
     contents = _contents()
@@ -72,7 +68,7 @@ def run(quick: bool = False) -> dict[str, dict[str, float]]:
     for _ in range(runs):
         ours.append(_time_adds(BoundedHistory(MAX_MESSAGES, MAX_BYTES, TRIM_TO).add, contents))
         seed.append(_time_adds(SeedStyleHistory().add, contents))
-    return {"history_add_us": _figure(ours), "history_add_us_seed_style": _figure(seed)}
+    return {"history_add_us": figure(ours), "history_add_us_seed_style": figure(seed)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,12 +14,12 @@ import argparse
 import json
 import logging
 import random
-import statistics
 import sys
 import time
 
 import numpy as np
 
+from bench.figures import figure, print_table
 from server.realtime.asr import Recognizer
 from server.realtime.responder import Responder
 from server.realtime.tts import OUTPUT_RATE, Synthesizer
@@ -35,10 +35,6 @@ OUT_OF_GRAMMAR = (
     "call my mother", "what is twelve plus nineteen", "tell me a joke", "set an alarm for seven",
     "what is the meaning of life",
 )
-
-
-def _figure(values: list[float]) -> dict[str, float]:
-    return {"value": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
 
 
 def _speak(synthesizers: dict[tuple[str, int], Synthesizer], text: str, rng: random.Random) -> np.ndarray:
@@ -94,13 +90,13 @@ def run(quick: bool = False) -> dict[str, dict[str, float]]:
         for synthesizer in synthesizers.values():
             synthesizer.close()
     return {
-        "asr_accuracy_pct": _figure(right),
-        "asr_wrong_accept_pct": _figure(wrong),
-        "asr_out_of_grammar_accept_pct": _figure([100 * sum(accepted) / len(accepted)]),
-        "asr_ms": _figure(asr_ms),
-        "asr_ms_per_audio_s": _figure(ms_per_audio_s),
-        "asr_init_ms": _figure([init_ms]),
-        "tts_ms": _figure(tts_ms),
+        "asr_accuracy_pct": figure(right),
+        "asr_wrong_accept_pct": figure(wrong),
+        "asr_out_of_grammar_accept_pct": figure([100 * sum(accepted) / len(accepted)]),
+        "asr_ms": figure(asr_ms),
+        "asr_ms_per_audio_s": figure(ms_per_audio_s),
+        "asr_init_ms": figure([init_ms]),
+        "tts_ms": figure(tts_ms),
     }
 
 
@@ -112,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     figures = run(args.quick)
-    for name, f in figures.items():
-        print(f"{name:32s} median {f['value']:8.1f}   min {f['min']:8.1f}   max {f['max']:8.1f}   ({f['runs']} runs)")
+    print_table(figures, sys.stdout)
     if args.json:
         print(json.dumps(figures))
     return 0

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.figures import Figures, figure, print_table
 from gui.app import FIRST_PAINT_MARK, PROBE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,16 +41,19 @@ def one_run(home: Path) -> float:
     return elapsed
 
 
+def run(quick: bool = False, runs: int | None = None) -> Figures:
+    """startup_ms over `runs` launches (3 when quick, 7 otherwise) after one uncounted warm-up."""
+    count = runs if runs is not None else (3 if quick else 7)
+    with tempfile.TemporaryDirectory() as tmp:
+        one_run(Path(tmp))  # warm the OS file cache once, not counted
+        return {"startup_ms": figure(one_run(Path(tmp)) for _ in range(count))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        one_run(Path(tmp))  # warm the OS file cache once, not counted
-        times = [one_run(Path(tmp)) for _ in range(args.runs)]
-    print(f"startup to first paint over {args.runs} runs: median {statistics.median(times):.0f} ms, "
-          f"min {min(times):.0f} ms, max {max(times):.0f} ms (target {TARGET_MS:.0f} ms)")
-    print("runs: " + ", ".join(f"{t:.0f}" for t in times))
+    print_table(run(runs=args.runs), sys.stdout, {"startup_ms": f"<= {TARGET_MS:.0f}"})
     return 0
 
 

@@ -1,0 +1,44 @@
+"""The shape every benchmark reports in, and the table the harness prints.
+
+A figure is the median of several runs with their spread, so one noisy run on a
+2-core machine neither hides nor fakes a change: {"value": median, "min", "max", "runs"}.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from typing import IO
+
+Figure = dict[str, float]
+Figures = dict[str, Figure]
+
+
+def figure(samples: Iterable[float]) -> Figure:
+    """Median, min, max and count of one figure's samples (at least one)."""
+    values = list(samples)
+    if not values:
+        raise ValueError("a figure needs at least one sample")
+    return {"value": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+def figures_from(samples: Mapping[str, list[float]]) -> Figures:
+    """One figure per name that has samples (a benchmark that measured nothing has none)."""
+    return {name: figure(values) for name, values in samples.items() if values}
+
+
+def _number(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def print_table(figures: Mapping[str, Figure], out: IO[str], targets: Mapping[str, str] | None = None) -> None:
+    """One line per figure: median, min, max, runs, and its target when one is given."""
+    targets = targets or {}
+    width = max((len(name) for name in figures), default=10)
+    out.write(f"{'figure':<{width}}  {'median':>9}  {'min':>9}  {'max':>9}  runs  target\n")
+    for name, f in figures.items():
+        out.write(f"{name:<{width}}  {_number(f['value']):>9}  {_number(f['min']):>9}  {_number(f['max']):>9}  "
+                  f"{int(f['runs']):>4}  {targets.get(name, '')}\n")
