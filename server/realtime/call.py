@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
 from core.audio import FRAME_SAMPLES, RATE
+from core.jitter_buffer import hook_adaptive_jitter_buffer
 from server.realtime import events
 from server.realtime.audio_out import OutputTrack, Pacing
 from server.realtime.events import ClientEvent, EventError, new_id, server_event
@@ -97,6 +98,9 @@ class RealtimeCall:
     async def accept(self, offer_sdp: str) -> str:
         """Answer the offer; the call then runs by itself until close()."""
         pc = self._pc
+        # aiortc's stock buffer holds 4 packets (80 ms) and stays deep after a loss;
+        # the app's adaptive one releases in-order audio at once (DESIGN.md).
+        hook_adaptive_jitter_buffer(pc)
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
