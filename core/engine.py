@@ -45,7 +45,7 @@ from core.events import (
 from core.history import BoundedHistory
 from core.jitter_buffer import install_adaptive_jitter_buffer
 from core.metrics_sender import MetricsSender
-from core.playout import MonoConverter, Playout
+from core.playout import MonoConverter, Playout, PlayoutStats
 from core.providers import Provider, make_provider
 from core.telemetry import LatencyTracker
 from core.transcripts import TranscriptLog, prune
@@ -129,7 +129,6 @@ class CallEngine:
         # After a barge-in, audio of the cut answer still in flight must not play.
         self._muted_until: float = 0.0
         self._answer_wanted_at: float | None = None
-        self._assistant_text: dict[str, str] = {}
         self._bad_events = 0
 
     # --- observers -------------------------------------------------------------------
@@ -147,6 +146,10 @@ class CallEngine:
     @property
     def model(self) -> str:
         return "sandra-local" if self.settings.provider == "local" else self.settings.model
+
+    def playout_stats(self) -> PlayoutStats:
+        """The playout stage's counters: benchmarks measure concealed gaps with them."""
+        return self._playout.stats()
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         self._observers.append(observer)
@@ -608,12 +611,9 @@ class CallEngine:
         elif kind == "conversation.item.input_audio_transcription.delta":
             self._emit(TranscriptDelta("user", str(event["delta"]), False, str(event.get("item_id", ""))))
         elif kind in ("response.output_audio_transcript.delta", "response.audio_transcript.delta"):
-            turn = str(event.get("response_id", ""))
-            self._assistant_text[turn] = self._assistant_text.get(turn, "") + str(event["delta"])
-            self._emit(TranscriptDelta("assistant", self._assistant_text[turn], False, turn))
+            self._emit(TranscriptDelta("assistant", str(event["delta"]), False, str(event.get("response_id", ""))))
         elif kind in ("response.output_audio_transcript.done", "response.audio_transcript.done"):
             turn = str(event.get("response_id", ""))
-            self._assistant_text.pop(turn, None)
             text = str(event["transcript"]).strip()
             if text:
                 self._remember("assistant", text)
