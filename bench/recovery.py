@@ -1,0 +1,144 @@
+"""How fast the engine gets over a lost server: reconnect_ms and dead_peer_detect_ms.
+
+- reconnect_ms: the echo server is SIGKILLed and at once started again on the same
+  port; from the kill to the engine's next CONNECTED. It covers noticing the loss
+  (the engine's watchdog), the reconnect policy's first delay (1 s) and a new
+  session, so it can never be below that delay.
+- dead_peer_detect_ms: the server is frozen with SIGSTOP (sockets stay open, nothing
+  answers); from the freeze to the engine leaving CONNECTED.
+- dead_peer_detect_ms_plain_aiortc: the same freeze seen by a plain aiortc client
+  (server.realtime.client.RealtimeClient, no watchdog), until its connection state is
+  "failed" or "closed". aiortc only gives up after its ICE consent checks fail (~30 s),
+  so the harness measures it once, in full runs only.
+
+    python -m bench.recovery [--quick] [--plain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.figures import Figures, figures_from, print_table
+from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
+from core.audio import SILENCE, FileAudio, write_wav
+from core.call_state import Phase
+from server.realtime.client import RealtimeClient, ephemeral_key
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 20.0
+LOSS_TIMEOUT_S = 15.0  # the engine's target is 5 s; three times that is a failure, not a figure
+PLAIN_TIMEOUT_S = 90.0  # aiortc alone takes ~30 s; a stuck one must still end the benchmark
+
+
+def _silent_microphone(tmp: Path) -> FileAudio:
+    path = tmp / "silence.wav"
+    write_wav(path, SILENCE)
+    return FileAudio(path)
+
+
+def _restart(tmp: Path, port: int) -> ServerProcess:
+    return start_server(tmp, "--mode", "echo", "--port", str(port))
+
+
+async def reconnect_once(server: ServerProcess, tmp: Path) -> tuple[float, ServerProcess]:
+    """SIGKILL and immediate restart on the same port; (ms until connected again, the new server)."""
+    engine = engine_for(server, _silent_microphone(tmp))
+    watch = PhaseWatch(engine)
+    try:
+        await engine.start()
+        await watch.entered(Phase.CONNECTED, 0, CONNECT_TIMEOUT_S)
+        killed_at = asyncio.get_running_loop().time()
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait(5)
+        # In a thread: the engine must keep running while the new process starts.
+        server = await asyncio.to_thread(_restart, tmp, server.port)
+        back_at = await watch.entered(Phase.CONNECTED, 1, CONNECT_TIMEOUT_S + 30)
+    finally:
+        await engine.close()
+    return (back_at - killed_at) * 1000.0, server
+
+
+async def detect_freeze_once(server: ServerProcess, tmp: Path) -> float:
+    """SIGSTOP the server during a call; ms until the engine reports the loss."""
+    engine = engine_for(server, _silent_microphone(tmp))
+    watch = PhaseWatch(engine)
+    try:
+        await engine.start()
+        await watch.entered(Phase.CONNECTED, 0, CONNECT_TIMEOUT_S)
+        frozen_at = asyncio.get_running_loop().time()
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            lost_at = await watch.entered(Phase.RECONNECTING, 0, LOSS_TIMEOUT_S)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        await engine.close()
+    return (lost_at - frozen_at) * 1000.0
+
+
+async def detect_freeze_plain(server: ServerProcess) -> float:
+    """The same freeze seen by aiortc alone: ms until its connection state gives up."""
+    client = await RealtimeClient.connect(server.base_url, await ephemeral_key(server.base_url, server.server_key))
+    try:
+        frozen_at = time.monotonic()
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            while client.pc.connectionState not in ("failed", "closed"):
+                if time.monotonic() - frozen_at > PLAIN_TIMEOUT_S:
+                    raise TimeoutError(f"aiortc still {client.pc.connectionState} after {PLAIN_TIMEOUT_S:.0f} s")
+                await asyncio.sleep(0.05)
+            return (time.monotonic() - frozen_at) * 1000.0
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        await client.close()
+
+
+async def measure(quick: bool, plain: bool) -> Figures:
+    runs = 3 if quick else 5
+    samples: dict[str, list[float]] = {"reconnect_ms": [], "dead_peer_detect_ms": [],
+                                       "dead_peer_detect_ms_plain_aiortc": []}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = start_server(tmp, "--mode", "echo")
+        try:
+            for _ in range(runs):
+                ms, server = await reconnect_once(server, tmp)
+                samples["reconnect_ms"].append(ms)
+                samples["dead_peer_detect_ms"].append(await detect_freeze_once(server, tmp))
+            if plain:
+                samples["dead_peer_detect_ms_plain_aiortc"].append(await detect_freeze_plain(server))
+        finally:
+            server.stop()
+    log.info("recovery samples: %s", samples)
+    return figures_from(samples)
+
+
+def run(quick: bool = False, plain: bool | None = None) -> Figures:
+    """`plain` (default: not quick) adds the ~30 s aiortc-alone baseline."""
+    return asyncio.run(measure(quick, (not quick) if plain is None else plain))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 runs instead of 5, no aiortc-alone baseline")
+    parser.add_argument("--plain", action="store_true", help="measure the aiortc-alone baseline even when quick")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    print_table(run(args.quick, True if args.plain else None), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
