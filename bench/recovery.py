@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 20.0
 LOSS_TIMEOUT_S = 15.0  # the engine's target is 5 s; three times that is a failure, not a figure
+# The failure strikes a call in progress, not one still setting up its media.
+CALL_SETTLE_S = 1.0
 PLAIN_TIMEOUT_S = 90.0  # aiortc alone takes ~30 s; a stuck one must still end the benchmark
 
 
@@ -56,6 +58,7 @@ async def reconnect_once(server: ServerProcess, tmp: Path) -> tuple[float, Serve
     try:
         await engine.start()
         await watch.entered(Phase.CONNECTED, 0, CONNECT_TIMEOUT_S)
+        await asyncio.sleep(CALL_SETTLE_S)
         killed_at = asyncio.get_running_loop().time()
         os.kill(server.pid, signal.SIGKILL)
         server.proc.wait(5)
@@ -74,6 +77,7 @@ async def detect_freeze_once(server: ServerProcess, tmp: Path) -> float:
     try:
         await engine.start()
         await watch.entered(Phase.CONNECTED, 0, CONNECT_TIMEOUT_S)
+        await asyncio.sleep(CALL_SETTLE_S)
         frozen_at = asyncio.get_running_loop().time()
         os.kill(server.pid, signal.SIGSTOP)
         try:
@@ -89,6 +93,7 @@ async def detect_freeze_plain(server: ServerProcess) -> float:
     """The same freeze seen by aiortc alone: ms until its connection state gives up."""
     client = await RealtimeClient.connect(server.base_url, await ephemeral_key(server.base_url, server.server_key))
     try:
+        await asyncio.sleep(CALL_SETTLE_S)
         frozen_at = time.monotonic()
         os.kill(server.pid, signal.SIGSTOP)
         try:

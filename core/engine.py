@@ -54,6 +54,12 @@ log = logging.getLogger(__name__)
 
 Observer = Callable[[EngineEvent], None]
 MAX_EVENT_BYTES = 256 * 1024  # a server event bigger than this is not JSON we want to parse
+MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After would look like a hang
+# A server that has streamed audio without a pause (the local server sends a frame every
+# 20 ms, silence included) and then goes quiet this long is gone: waiting the full
+# watchdog timeout only delays the reconnect.
+STEADY_AUDIO_GAP_S = 0.2  # the longest pause that still counts as a steady stream
+STEADY_AUDIO_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -74,6 +80,8 @@ class _Connection:
     opened: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     last_rx: float = field(default_factory=time.monotonic)
+    last_audio: float | None = None
+    steady_audio: bool = True  # no pause over STEADY_AUDIO_GAP_S since the first frame
     tasks: list[asyncio.Task] = field(default_factory=list)
     loopback: bool = False
 
@@ -123,6 +131,7 @@ class CallEngine:
         self._refused_metrics_url: str | None = None
         self._stun_url: str | None | bool = False  # False: not probed yet
         self._failed_attempts = 0  # attempts in a row that never connected: picks the TURN transport
+        self._retry_after: float | None = None  # a 429's Retry-After, for the next delay
         self._ptt = False
         self._hands_free = settings.hands_free
         self._speaking = False
@@ -304,8 +313,12 @@ class CallEngine:
 
     async def _watch_devices(self) -> None:
         """A vanished device is a message, not a crash: swap in a stand-in and go on."""
+        warned: FrameSource | None = None
         while True:
             await asyncio.sleep(0.5)
+            if self._source is not None and self._source is not warned and (warning := self._source.warning()):
+                warned = self._source  # once per device: it may be muted on purpose
+                self._problem(warning)
             if self._source is not None and (problem := self._source.failure()):
                 broken, self._source = self._source, SilentSource()
                 self._problem(problem)
@@ -374,6 +387,10 @@ class CallEngine:
                 if reason is None:
                     return
                 delay = self._policy.next_delay()
+                if delay is not None and self._retry_after:
+                    # The provider said when to come back; sooner would only be refused again.
+                    delay = max(delay, min(self._retry_after, MAX_RETRY_AFTER))
+                    self._retry_after = None
                 if delay is None:
                     message = (
                         f"The connection was lost and {self._policy.max_attempts} attempts to reconnect failed "
@@ -410,6 +427,7 @@ class CallEngine:
             return f"no connection within {self.options.connect_timeout:.0f} s"
         except SandraError as exc:
             self._failed_attempts += 1
+            self._retry_after = getattr(exc, "retry_after", None)
             self._problem(str(exc))
             return str(exc)
         except (OSError, aiohttp.ClientError, ValueError) as exc:
@@ -503,6 +521,9 @@ class CallEngine:
             while True:
                 frame = await track.recv()
                 conn.last_rx = time.monotonic()
+                if conn.last_audio is not None and conn.last_rx - conn.last_audio > STEADY_AUDIO_GAP_S:
+                    conn.steady_audio = False
+                conn.last_audio = conn.last_rx
                 if conn.last_rx >= self._muted_until:
                     self._playout.write(converter.convert(frame))
         except MediaStreamError:
@@ -511,9 +532,16 @@ class CallEngine:
     async def _watchdog(self, conn: _Connection) -> None:
         """aiortc notices a silent peer only after ~30 s; audio or events stopping tells sooner."""
         timeout = self.options.watchdog_timeout
+        interval = min(0.1, timeout / 4)
         while not conn.lost.done():
-            await asyncio.sleep(min(0.25, timeout / 4))
-            silent = time.monotonic() - conn.last_rx
+            asleep_at = time.monotonic()
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now - asleep_at > interval + 0.25:
+                continue  # our own loop stalled: let the pump take what arrived before judging
+            if conn.steady_audio and conn.last_audio is not None and now - conn.last_audio > STEADY_AUDIO_TIMEOUT_S:
+                conn.lose(f"the server's steady audio stopped {now - conn.last_audio:.1f} s ago")
+            silent = now - conn.last_rx
             if silent > timeout:
                 conn.lose(f"no audio or events from the server for {silent:.1f} s")
 
@@ -584,7 +612,7 @@ class CallEngine:
             return
         try:
             event = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             self._bad_event("invalid JSON")
             return
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
