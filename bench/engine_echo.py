@@ -14,7 +14,6 @@ warm-up that the playout stage had to conceal, minus the share the relay dropped
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import statistics
@@ -27,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.figures import Figures, figures_from, print_table
+from bench.figures import Figures, cli, figures_from
 from bench.jitter_relay import JitterRelay
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
-from core.audio import FRAME_SAMPLES, RATE, AudioIO, FrameSink, FrameSource, Pull
+from core.audio import FRAME_SAMPLES, RATE, AudioIO, FrameSink, FrameSource, Pull, WavSink
 from core.call_state import Phase
 from core.providers import EphemeralKey, Provider
 
@@ -78,14 +77,13 @@ class ClickSource(FrameSource):
         return self._click
 
 
-class ClockSink(FrameSink):
-    """A virtual sound card: pulls 20 ms on schedule and detects the click's return."""
+class ClockSink(WavSink):
+    """A virtual sound card (WavSink's 20 ms clock, recording nothing) that detects the click's return."""
 
     def __init__(self, probe: ClickProbe, pull: Pull) -> None:
         self._probe = probe
-        self._pull = pull
         self.slots = 0
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="click-sink")
+        super().__init__(None, pull)
 
     async def _run(self) -> None:
         step = FRAME_SAMPLES / RATE
@@ -100,13 +98,6 @@ class ClockSink(FrameSink):
                     self._probe.heard.append(played_at + loud[0] / RATE)
                     self._probe.armed = False
             await asyncio.sleep(max(0.0, started + self.slots * step - time.monotonic()))
-
-    async def close(self) -> None:
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 class ClickAudio(AudioIO):
@@ -191,14 +182,7 @@ def run(quick: bool = False) -> Figures:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.engine_echo", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 runs of 5 s instead of 5 of 9 s")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    print_table(run(args.quick), sys.stdout)
-    return 0
+    return cli("python -m bench.engine_echo", __doc__ or "", run, "3 runs of 5 s instead of 5 of 9 s", argv, log)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ A figure is the median of several runs with their spread, so one noisy run on a
 
 from __future__ import annotations
 
+import argparse
+import logging
 import math
 import statistics
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO
 
 Figure = dict[str, float]
@@ -42,3 +45,16 @@ def print_table(figures: Mapping[str, Figure], out: IO[str], targets: Mapping[st
     for name, f in figures.items():
         out.write(f"{name:<{width}}  {_number(f['value']):>9}  {_number(f['min']):>9}  {_number(f['max']):>9}  "
                   f"{int(f['runs']):>4}  {targets.get(name, '')}\n")
+
+
+def cli(prog: str, doc: str, run: Callable[[bool], Figures], quick_help: str, argv: list[str] | None,
+        logger: logging.Logger) -> int:
+    """The command line each benchmark module shares: --quick, -v, then the table."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each run's samples")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    print_table(run(args.quick), sys.stdout)
+    return 0

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench.figures import Figures, figures_from, print_table
@@ -51,41 +53,41 @@ def _restart(tmp: Path, port: int) -> ServerProcess:
     return start_server(tmp, "--mode", "echo", "--port", str(port))
 
 
-async def reconnect_once(server: ServerProcess, tmp: Path) -> tuple[float, ServerProcess]:
-    """SIGKILL and immediate restart on the same port; (ms until connected again, the new server)."""
+@contextlib.asynccontextmanager
+async def _call_in_progress(server: ServerProcess, tmp: Path) -> AsyncIterator[PhaseWatch]:
+    """An engine connected to `server` for CALL_SETTLE_S already; closed at the end of the block."""
     engine = engine_for(server, _silent_microphone(tmp))
     watch = PhaseWatch(engine)
     try:
         await engine.start()
         await watch.entered(Phase.CONNECTED, 0, CONNECT_TIMEOUT_S)
         await asyncio.sleep(CALL_SETTLE_S)
+        yield watch
+    finally:
+        await engine.close()
+
+
+async def reconnect_once(server: ServerProcess, tmp: Path) -> tuple[float, ServerProcess]:
+    """SIGKILL and immediate restart on the same port; (ms until connected again, the new server)."""
+    async with _call_in_progress(server, tmp) as watch:
         killed_at = asyncio.get_running_loop().time()
         os.kill(server.pid, signal.SIGKILL)
         server.proc.wait(5)
         # In a thread: the engine must keep running while the new process starts.
         server = await asyncio.to_thread(_restart, tmp, server.port)
         back_at = await watch.entered(Phase.CONNECTED, 1, CONNECT_TIMEOUT_S + 30)
-    finally:
-        await engine.close()
     return (back_at - killed_at) * 1000.0, server
 
 
 async def detect_freeze_once(server: ServerProcess, tmp: Path) -> float:
     """SIGSTOP the server during a call; ms until the engine reports the loss."""
-    engine = engine_for(server, _silent_microphone(tmp))
-    watch = PhaseWatch(engine)
-    try:
-        await engine.start()
-        await watch.entered(Phase.CONNECTED, 0, CONNECT_TIMEOUT_S)
-        await asyncio.sleep(CALL_SETTLE_S)
+    async with _call_in_progress(server, tmp) as watch:
         frozen_at = asyncio.get_running_loop().time()
         os.kill(server.pid, signal.SIGSTOP)
         try:
             lost_at = await watch.entered(Phase.RECONNECTING, 0, LOSS_TIMEOUT_S)
         finally:
             os.kill(server.pid, signal.SIGCONT)
-    finally:
-        await engine.close()
     return (lost_at - frozen_at) * 1000.0
 
 

@@ -13,7 +13,6 @@ synthesis per turn; what is left is transport, output pacing and client playout.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import re
@@ -21,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.figures import Figures, figures_from, print_table
+from bench.figures import Figures, cli, figures_from
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
 from core.audio import FileAudio, write_wav
 from core.call_state import Phase
@@ -96,14 +95,7 @@ def run(quick: bool = False) -> Figures:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.response_latency", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 turns instead of 12")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    print_table(run(args.quick), sys.stdout)
-    return 0
+    return cli("python -m bench.response_latency", __doc__ or "", run, "4 turns instead of 12", argv, log)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,129 @@
+"""Every benchmark, several runs each: `python -m bench [--json] [--quick] [--chaos] [--only a,b]`.
+
+Each benchmark runs in its own child process (`python -m bench --child NAME`), so one
+cannot skew another: the soak's memory, the PulseAudio rig's environment, Qt and the
+loopback-only ICE patch stay inside their child. The table gives median, min and max
+per figure with its target; with --json the last stdout line is one JSON object with
+every figure, the plain-aiortc baselines measured in the same run among them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.figures import Figures, print_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    module: str
+    # How the harness calls the module's run(); the default is run(quick).
+    call: Callable[[object, bool], Figures] = lambda module, quick: module.run(quick)  # type: ignore[attr-defined]
+
+
+BENCHMARKS = (
+    Benchmark("history", "bench.history"),
+    Benchmark("startup", "bench.startup"),
+    Benchmark("engine_echo", "bench.engine_echo"),
+    # Only the plain-aiortc side: the app's own echo figures come from engine_echo.
+    Benchmark("plain_aiortc", "bench.audio_latency",
+              lambda module, quick: module.run(quick, adaptive_too=False)),  # type: ignore[attr-defined]
+    Benchmark("response_latency", "bench.response_latency"),
+    Benchmark("recovery", "bench.recovery"),
+    Benchmark("app_cpu", "bench.app_cpu"),
+    Benchmark("soak", "bench.soak"),
+    Benchmark("speech", "bench.speech"),
+)
+CHAOS = Benchmark("chaos", "bench.chaos")  # only with --chaos, and only where it exists
+
+TARGETS = {
+    "echo_rtt_ms": "<= 50",
+    "jitter_echo_rtt_ms": "<= 100",
+    "jitter_gap_pct": "<= 1",
+    "response_latency_ms": "<= 400",
+    "reconnect_ms": "<= 2500",
+    "dead_peer_detect_ms": "<= 5000",
+    "cpu_pct": "<= 15",
+    "soak_rss_growth_mb": "<= 10",
+    "startup_ms": "<= 1500",
+}
+CHILD_TIMEOUT_S = 600  # the slowest full benchmark takes about three minutes here
+
+
+def _child(name: str, quick: bool) -> int:
+    """Run one benchmark in this process; its figures are the last stdout line."""
+    bench = next(b for b in (*BENCHMARKS, CHAOS) if b.name == name)
+    figures = bench.call(importlib.import_module(bench.module), quick)
+    print(json.dumps(figures), flush=True)
+    return 0
+
+
+def run_one(bench: Benchmark, quick: bool) -> Figures:
+    command = [sys.executable, "-m", "bench", "--child", bench.name] + (["--quick"] if quick else [])
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"benchmark {bench.name} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    figures: Figures = json.loads(done.stdout.strip().splitlines()[-1])
+    log.info("%s: %d figures in %.0f s", bench.name, len(figures), time.monotonic() - started)
+    return figures
+
+
+def _selected(only: str | None, chaos: bool) -> list[Benchmark]:
+    chosen = list(BENCHMARKS)
+    if chaos:
+        if importlib.util.find_spec(CHAOS.module) is None:
+            log.warning("--chaos: %s does not exist here; skipped", CHAOS.module)
+        else:
+            chosen.append(CHAOS)
+    if only:
+        names = set(only.split(","))
+        unknown = names - {b.name for b in (*BENCHMARKS, CHAOS)}
+        if unknown:
+            raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+        chosen = [b for b in (*BENCHMARKS, CHAOS) if b.name in names]
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="last stdout line: every figure as one JSON object")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (a few minutes)")
+    parser.add_argument("--chaos", action="store_true", help="add bench.chaos (kill/restart cycles)")
+    parser.add_argument("--only", help="comma-separated benchmark names: " + ", ".join(b.name for b in BENCHMARKS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.child:
+        return _child(args.child, args.quick)
+    figures: Figures = {}
+    started = time.monotonic()
+    for bench in _selected(args.only, args.chaos):
+        figures.update(run_one(bench, args.quick))
+    if args.quick and (args.only is None or "recovery" in args.only.split(",")):
+        print("note: --quick skips dead_peer_detect_ms_plain_aiortc (aiortc alone needs ~30 s to notice)")
+    print_table(figures, sys.stdout, TARGETS)
+    print(f"{len(figures)} figures in {time.monotonic() - started:.0f} s")
+    missing = [name for name, f in figures.items() if not all(math.isfinite(f[k]) for k in ("value", "min", "max"))]
+    if missing:
+        log.warning("figures that are not finite numbers: %s", ", ".join(missing))
+    if args.json:
+        print(json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

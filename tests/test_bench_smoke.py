@@ -1,0 +1,39 @@
+"""The benchmark harness runs and reports in its promised shape (no timing is asserted here)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.timeout(300)
+
+EXPECTED = {"history_add_us", "history_add_us_seed_style", "echo_rtt_ms", "jitter_echo_rtt_ms", "jitter_gap_pct"}
+
+
+def test_quick_harness_reports_every_figure_as_finite_median_min_max_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", "--only", "history,engine_echo"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert set(figures) == EXPECTED
+    for name, f in figures.items():
+        assert set(f) == {"value", "min", "max", "runs"}, name
+        assert all(math.isfinite(f[k]) for k in ("value", "min", "max")), (name, f)
+        assert f["min"] <= f["value"] <= f["max"], (name, f)
+        assert f["runs"] >= 1 and f["runs"] == int(f["runs"]), (name, f)
+    # The table before the JSON names every figure too.
+    table = "\n".join(lines[:-1])
+    assert all(name in table for name in EXPECTED)
+
+
+def test_unknown_benchmark_name_is_refused() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "no_such_bench"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "no_such_bench" in done.stderr
