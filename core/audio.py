@@ -88,6 +88,10 @@ class FrameSource(ABC):
         """Why this source stopped working (a device that vanished), or None."""
         return None
 
+    def warning(self) -> str | None:
+        """Something the user should check while the source still works, or None."""
+        return None
+
     def close(self) -> None:
         """Release the device or file."""
 
@@ -162,7 +166,7 @@ class MicrophoneSource(FrameSource):
 
         self._ring = _FrameRing()
         self._on_level = on_level
-        self.last_callback = time.monotonic()
+        self.last_callback = self.last_sound = time.monotonic()
         self.device_error: str | None = None
         try:
             self._stream = sd.InputStream(
@@ -179,6 +183,8 @@ class MicrophoneSource(FrameSource):
 
     def _callback(self, indata: np.ndarray, frames: int, _time, _status) -> None:
         self.last_callback = time.monotonic()
+        if indata.any():
+            self.last_sound = self.last_callback
         if frames == FRAME_SAMPLES:
             self._ring.push(indata[:, 0])
         if self._on_level is not None:
@@ -197,6 +203,14 @@ class MicrophoneSource(FrameSource):
 
     def failure(self) -> str | None:
         return self.device_error or _stalled(self.last_callback, "microphone")
+
+    def warning(self) -> str | None:
+        # A real microphone always hisses a little: exact zeros mean the sound system
+        # moved us to a dead source (the mic was unplugged) or the mic is muted.
+        if time.monotonic() - self.last_sound > DEVICE_SILENCE_S:
+            return ("The microphone sends only digital silence (unplugged or muted?). "
+                    "Check it, or pick another in the device list.")
+        return None
 
     def close(self) -> None:
         self._closing = True

@@ -505,9 +505,11 @@ class CallEngine:
         self._record("sdp_exchange", (time.monotonic() - started) * 1000)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         opened = asyncio.ensure_future(conn.opened.wait())
-        await asyncio.wait({opened, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
-        if not opened.done():
-            opened.cancel()
+        try:
+            await asyncio.wait({opened, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            opened.cancel()  # also when the connect timeout cancels us here
+        if not conn.opened.is_set():
             raise ProviderError(f"The connection to {provider.label} failed: {conn.lost.result()}.")
         conn.last_rx = time.monotonic()
         conn.tasks.append(asyncio.get_running_loop().create_task(self._watchdog(conn), name="watchdog"))
@@ -621,7 +623,7 @@ class CallEngine:
         self._emit(ServerEvent(event["type"][:100]))
         try:
             self._handle(event)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             self._bad_event(f"a malformed {event['type'][:100]} event ({type(exc).__name__})")
 
     def _bad_event(self, what: str) -> None:
@@ -657,5 +659,5 @@ class CallEngine:
             self._playout.clear()
         elif kind == "error":
             error = event.get("error") or {}
-            log.info("server error event: %s", str(error.get("message", error))[:300])
+            self._bad_event(f"an error event: {str(error.get('message', error))[:300]}")
 

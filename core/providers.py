@@ -146,9 +146,14 @@ class Provider(ABC):
         status, response_headers, body = await self._post(
             http, self.calls_url(), headers, offer_sdp.encode(), "application/sdp", self.sdp_timeout
         )
-        self._raise_for_status(
-            status, response_headers, body, f"{self.label} refused the session key; it may have expired. Try again."
-        )
+        try:
+            self._raise_for_status(
+                status, response_headers, body, f"{self.label} refused the session key; it may have expired."
+            )
+        except AuthError as exc:
+            # The API key was fine a moment ago (it got us this session key): a restarted
+            # server or an expired key is cured by the next attempt's fresh key, not fatal.
+            raise ProviderError(str(exc)) from exc
         answer = body.decode("utf-8", errors="replace")
         if not answer.lstrip().startswith("v=0"):
             raise ProviderError(f"{self.label} did not answer with an SDP description (HTTP {status}).")

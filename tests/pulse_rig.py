@@ -27,7 +27,9 @@ def missing_tools() -> list[str]:
 
 
 class PulseRig:
-    def __init__(self, runtime_dir: Path) -> None:
+    def __init__(self, runtime_dir: Path, *, speaker_only: bool = False) -> None:
+        # speaker_only: one sink and nothing else, so when it goes there is nowhere to move streams to
+        self.speaker_only = speaker_only
         self.runtime_dir = runtime_dir
         self.socket = runtime_dir / "native"
         self.server = f"unix:{self.socket}"
@@ -44,24 +46,22 @@ class PulseRig:
     def start(self) -> None:
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "HOME": str(self.runtime_dir), "XDG_RUNTIME_DIR": str(self.runtime_dir)}
-        subprocess.run(
-            [
-                "pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n", "--log-target=stderr",
-                f"--load=module-native-protocol-unix socket={self.socket} auth-anonymous=1",
-                f"--load=module-null-sink sink_name=spk rate={RATE} channels=1",
-                f"--load=module-null-sink sink_name=micsrc rate={RATE} channels=1",
-                "--load=module-remap-source master=micsrc.monitor source_name=mic",
-            ],
-            check=True, capture_output=True, timeout=20, env=env,
-        )
+        modules = [f"--load=module-native-protocol-unix socket={self.socket} auth-anonymous=1",
+                   f"--load=module-null-sink sink_name=spk rate={RATE} channels=1"]
+        if not self.speaker_only:
+            modules += [f"--load=module-null-sink sink_name=micsrc rate={RATE} channels=1",
+                        "--load=module-remap-source master=micsrc.monitor source_name=mic"]
+        subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n", "--log-target=stderr", *modules],
+                       check=True, capture_output=True, timeout=20, env=env)
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             if time.monotonic() > deadline:
                 raise RuntimeError("PulseAudio did not open its socket")
             time.sleep(0.05)
         self._run("pactl", "set-default-sink", "spk")
-        self._run("pactl", "set-default-source", "mic")
-        for sink in ("spk", "micsrc"):
+        if not self.speaker_only:
+            self._run("pactl", "set-default-source", "mic")
+        for sink in ("spk",) if self.speaker_only else ("spk", "micsrc"):
             self._keepalive.append(subprocess.Popen(
                 ["pacat", "--playback", f"--device={sink}", "--latency-msec=20", "--rate=48000", "--channels=1", "/dev/zero"],
                 env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

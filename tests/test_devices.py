@@ -1,9 +1,10 @@
 """A sound device vanishing mid-call (its PulseAudio module unloaded) gives the user a
 message, and the call goes on or ends cleanly: no hang, no traceback.
 
-The devices that vanish are this test's own (an extra null sink and a remapped source,
-chosen through PULSE_SINK / PULSE_SOURCE), so the shared rig's devices stay for the
-other tests.
+PulseAudio moves a stream whose device vanished to another device if there is one;
+PortAudio then keeps calling back and only the sound tells: a microphone moved to a
+dead source delivers exact digital silence. With nowhere to move to, the stream dies
+and PortAudio stops calling back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import subprocess
 import uuid
 
+import numpy as np
 import pytest
 
 from core.audio import DeviceAudio
@@ -20,49 +22,81 @@ from core.call_state import Phase
 from core.engine import CallEngine
 from core.events import Problem
 from engine_helpers import Recorder, custom_settings, fast_options
+from pulse_rig import PulseRig
 from server_process import TEST_SERVER_KEY, start_server
 
 pytestmark = pytest.mark.timeout(90)
 
-NOTICE_S = 6.0  # the device watch: PortAudio stops calling back; 1.5 s of that means gone
+NOTICE_S = 6.0
 
 
-def _pactl(pulse, *args: str) -> str:
+def _pactl(env: dict[str, str], *args: str) -> str:
     return subprocess.run(["pactl", *args], check=True, capture_output=True, text=True, timeout=20,
-                          env={**os.environ, **pulse.env}).stdout.strip()
+                          env={**os.environ, **env}).stdout.strip()
 
 
-@pytest.mark.parametrize("device", ["microphone", "speaker"])
-async def test_device_unplugged_mid_call(pulse, tmp_path, private_home, monkeypatch, capfd, caplog, device) -> None:
-    name = f"gone{uuid.uuid4().hex[:6]}"
-    sink = _pactl(pulse, "load-module", "module-null-sink", f"sink_name={name}", "rate=48000", "channels=1")
-    source = _pactl(pulse, "load-module", "module-remap-source", f"master={name}.monitor", f"source_name={name}_mic")
-    monkeypatch.setenv("PULSE_SINK", name)
-    monkeypatch.setenv("PULSE_SOURCE", f"{name}_mic")
+def _device_problems(recorder: Recorder, device: str) -> list[Problem]:
+    return [e for e in recorder.events if isinstance(e, Problem) and device in e.message.lower()]
+
+
+async def _call_then_unplug(tmp_path, device: str, unplug) -> Problem:
     server = start_server(tmp_path, "--mode", "echo")
     engine = CallEngine(custom_settings(server.base_url), audio=DeviceAudio(None, None), api_key=TEST_SERVER_KEY,
                         options=fast_options())
     recorder = Recorder(engine)
-    unloaded: list[str] = []
     try:
         await engine.start()
         await recorder.wait_phase(Phase.CONNECTED, 15)
-        await asyncio.sleep(1.0)  # both streams running
-        # The remapped source goes with the sink it reads, so unplugging the speaker takes only the sink.
-        for module in ([source] if device == "microphone" else [source, sink]):
-            _pactl(pulse, "unload-module", module)
-            unloaded.append(module)
+        await asyncio.sleep(2.5)  # longer than the device watch needs: nothing may be reported yet
+        assert not _device_problems(recorder, device), recorder.events
+        unplug()
         problem = await recorder.wait_for(lambda e: isinstance(e, Problem) and device in e.message.lower(), NOTICE_S)
         await asyncio.sleep(1.0)
         assert engine.state.phase in (Phase.CONNECTED, Phase.ENDED), engine.state
-        if engine.state.phase is Phase.ENDED:
-            assert engine.state.reason
     finally:
         await asyncio.wait_for(engine.close(), 10)  # closing a dead stream must not hang
         server.stop()
-        for module in (source, sink):
-            if module not in unloaded:
-                _pactl(pulse, "unload-module", module)
+    return problem
+
+
+async def test_microphone_unplugged_mid_call(pulse, tmp_path, private_home, monkeypatch, capfd, caplog) -> None:
+    name = f"gone{uuid.uuid4().hex[:6]}"
+    sink = _pactl(pulse.env, "load-module", "module-null-sink", f"sink_name={name}", "rate=48000", "channels=1")
+    source = _pactl(pulse.env, "load-module", "module-remap-source", f"master={name}.monitor", f"source_name={name}_mic")
+    monkeypatch.setenv("PULSE_SOURCE", f"{name}_mic")
+    # the test's microphone hisses like a real one (-60 dBFS), so only its loss is silence
+    hiss = (np.random.default_rng(1).standard_normal(48000 * 30) * 32).astype(np.int16)
+    player = subprocess.Popen(["pacat", "--playback", f"--device={name}", "--rate=48000", "--channels=1",
+                               "--format=s16le", "--latency-msec=20"], stdin=subprocess.PIPE,
+                              env={**os.environ, **pulse.env})
+    player.stdin.write(hiss.tobytes()[: 48000 * 2])  # prime a second; the rest streams in the background
+    feeder = asyncio.get_running_loop().run_in_executor(None, player.stdin.write, hiss.tobytes()[48000 * 2:])
+    try:
+        problem = await _call_then_unplug(tmp_path, "microphone", lambda: _pactl(pulse.env, "unload-module", source))
+    finally:
+        player.kill()
+        await asyncio.gather(feeder, return_exceptions=True)
+        player.wait(5)
+        _pactl(pulse.env, "unload-module", sink)
+    assert len(problem.message) < 300
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.exc_info], caplog.text[-2000:]
+
+
+async def test_speaker_unplugged_mid_call(tmp_path, private_home, monkeypatch, capfd, caplog) -> None:
+    rig = PulseRig(tmp_path / "pulse", speaker_only=True)  # one sink: nowhere to move the stream to
+    rig.start()
+    import sounddevice as sd
+
+    sd._terminate()
+    sd._initialize()
+    try:
+        problem = await _call_then_unplug(
+            tmp_path, "speaker", lambda: rig.unload_module(rig.module_index("sink_name=spk")))
+    finally:
+        rig.stop()
+        sd._terminate()
+        sd._initialize()
     assert len(problem.message) < 300
     assert "Traceback" not in capfd.readouterr().err
     assert not [r for r in caplog.records if r.exc_info], caplog.text[-2000:]

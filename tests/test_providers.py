@@ -270,8 +270,10 @@ async def test_sdp_timeout(fake: FakeOpenAI, http) -> None:
 async def test_sdp_refused_key_and_garbage_answer(fake: FakeOpenAI, http) -> None:
     provider = openai_at(fake.base_url)
     stale = EphemeralKey("ek_never_issued_123456", time.time() + 60)
-    with pytest.raises(AuthError, match="session key"):
+    # retriable, not fatal: the next attempt brings a fresh key
+    with pytest.raises(ProviderError, match="session key") as refused:
         await provider.exchange_sdp(http, stale, OFFER)
+    assert not isinstance(refused.value, AuthError)
     key = await provider.create_ephemeral_key(http, SESSION)
     fake.queue("calls", 201, "<html>proxy login</html>")
     with pytest.raises(ProviderError, match="SDP"):

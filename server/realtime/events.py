@@ -73,6 +73,8 @@ def parse_client_event(message: str | bytes) -> ClientEvent:
         raw = json.loads(message)
     except json.JSONDecodeError as exc:
         raise EventError(f"The message is not valid JSON: {exc}.", code="invalid_json") from exc
+    except RecursionError as exc:  # nesting deeper than Python's parser goes
+        raise EventError("The message nests too deeply to be an event.", code="invalid_json") from exc
     if not isinstance(raw, dict):
         raise EventError("An event must be a JSON object.", code="invalid_event")
     event_id = raw.get("event_id")

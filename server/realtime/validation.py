@@ -70,6 +70,8 @@ def parse_client_secret_request(body: bytes, defaults: SessionConfig) -> SecretR
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}.", code="invalid_json") from exc
+    except RecursionError as exc:  # nesting deeper than Python's parser goes
+        raise ApiError(400, "The body nests too deeply to be a request.", code="invalid_json") from exc
     if not isinstance(raw, dict):
         raise ApiError(400, "The body must be a JSON object.", code="invalid_type")
     ttl = keys.DEFAULT_TTL_S
