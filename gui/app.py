@@ -59,6 +59,8 @@ def build_window(
     window = MainWindow(session, latency_stats=latency_stats)
     bridge.setParent(window)
     session.setParent(window)
+    if settings.load_warnings:  # e.g. a corrupt settings file was set aside: say so, don't crash
+        window.banner.show_problem(" ".join(settings.load_warnings), False)
     return window
 
 

@@ -5,47 +5,24 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import keyring
 import pytest
-from keyring.backend import KeyringBackend
-from keyring.errors import PasswordDeleteError
 
 from core import config, paths
 from core.config import Settings, load_settings
-from gui.app import application
+from gui.app import application, build_window
 from gui.settings_dialog import SettingsDialog
+from memory_keyring import use_memory_keyring
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
 TURN_PASSWORD = "turn-pass-9876543210"
-
-
-class MemoryKeyring(KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.store.pop((service, username), None) is None:
-            raise PasswordDeleteError("not found")
 
 
 @pytest.fixture
 def memory_keyring(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("SANDRA_API_KEY", raising=False)
     monkeypatch.delenv("SANDRA_TURN_PASSWORD", raising=False)
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
+    with use_memory_keyring() as backend:
+        yield backend
 
 
 def _every_field_changed() -> Settings:
@@ -141,3 +118,12 @@ def test_clearing_the_key_removes_it_from_the_keyring(qtbot, private_home: Path,
     dialog.accept()
     assert config.get_api_key("openai") is None
     assert memory_keyring.store == {}
+
+
+def test_a_corrupt_settings_file_is_set_aside_and_said_in_the_window(qtbot, private_home: Path) -> None:
+    config.settings_path().write_text("{not json", encoding="utf-8")
+    window = build_window(load_settings())
+    qtbot.addWidget(window)
+    assert window.banner.isVisibleTo(window)
+    assert "set aside" in window.banner._label.text()
+    assert list(paths.config_dir().glob("settings.json.corrupt-*"))
