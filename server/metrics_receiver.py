@@ -23,10 +23,9 @@ import sys
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -34,8 +33,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from core import paths
 from core.errors import ConfigError
-from core.ice import is_loopback_host
 from core.logs import setup_logging
+from server import listen
+from server.listen import http_url, normalise_origin
 from server.metrics_store import InvalidBatch, MetricsBatch, MetricsStore, parse_batch
 
 log = logging.getLogger(__name__)
@@ -244,23 +244,6 @@ async def read_capped(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def normalise_origin(origin: str) -> str:
-    return origin.strip().rstrip("/").lower()
-
-
-def parse_origins(values: Iterable[str]) -> frozenset[str]:
-    """Allow-list entries as browsers send them: scheme://host[:port]; never a wildcard."""
-    origins = set()
-    for value in values:
-        parts = urlsplit(value.strip())
-        if "*" in value or parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
-                or parts.query or parts.fragment:
-            raise ConfigError(f"--allow-origin {value!r}: give an exact origin such as https://app.example.com "
-                              "(scheme, host and optional port; no wildcard, no path)")
-        origins.add(normalise_origin(value))
-    return frozenset(origins)
-
-
 @dataclass
 class RunningReceiver:
     runner: web.AppRunner
@@ -270,8 +253,7 @@ class RunningReceiver:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -315,16 +297,14 @@ async def _serve(config: ReceiverConfig) -> None:
         log.info("metrics receiver stopped")
 
 
+REMOTE_RISK = "anyone who can reach it may post metrics"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sandra metrics-server",
                                      description="Receive Sandra's latency batches and serve them to Prometheus.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787; 0 picks a free one)")
+    listen.add_arguments(parser, default_port=8787, remote_risk=REMOTE_RISK)
     parser.add_argument("--db", type=Path, help="SQLite file (default: metrics.sqlite3 in the user data dir)")
-    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="a web origin allowed to post from a browser (repeatable; default none)")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="allow listening on a non-loopback address (anyone who can reach it may post)")
     parser.add_argument("--rate-limit", type=float, default=100.0, metavar="N",
                         help="posts a second allowed per client, bursts of 2N (default 100; 0 = no limit)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail on the console")
@@ -332,16 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port {args.port}: a port is a number from 0 to 65535")
+    origins = listen.check(args)
     if args.rate_limit < 0:
         raise ConfigError("--rate-limit must be 0 (no limit) or more")
-    if not is_loopback_host(args.host) and not args.allow_remote:
-        raise ConfigError(f"--host {args.host} is not a loopback address: add --allow-remote to listen there "
-                          "(anyone who can reach it can post metrics)")
     db_path = args.db if args.db is not None else paths.data_dir() / "metrics.sqlite3"
-    return ReceiverConfig(db_path=db_path, host=args.host, port=args.port,
-                          allow_origins=parse_origins(args.allow_origin), rate_limit=args.rate_limit)
+    return ReceiverConfig(db_path=db_path, host=args.host, port=args.port, allow_origins=origins,
+                          rate_limit=args.rate_limit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,9 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sandra metrics-server: {exc}", file=sys.stderr)
         return 2
-    if not is_loopback_host(config.host):
-        print(f"sandra metrics-server: WARNING: listening on {config.host}, beyond this machine; "
-              "anyone who can reach it may post metrics", file=sys.stderr)
+    if warning := listen.remote_warning(config.host, REMOTE_RISK):
+        print(f"sandra metrics-server: {warning}", file=sys.stderr)
     try:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:

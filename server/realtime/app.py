@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from server.listen import normalise_origin
 from server.realtime import sdp, validation
 from server.realtime.call import CallOptions, Mode, RealtimeCall
 from server.realtime.events import new_id
@@ -80,7 +81,7 @@ class RealtimeServer:
             response = _error_response(ApiError(500, "The server had an internal error.", type="server_error",
                                                 code="internal_error"))
         origin = request.headers.get("Origin")
-        if origin and origin in self.options.allow_origins:
+        if origin and normalise_origin(origin) in self.options.allow_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = "Location"
             response.headers["Vary"] = "Origin"
@@ -88,7 +89,7 @@ class RealtimeServer:
 
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin")
-        if not origin or origin not in self.options.allow_origins:
+        if not origin or normalise_origin(origin) not in self.options.allow_origins:
             raise ApiError(403, "This origin is not allowed; start the server with --allow-origin ORIGIN.",
                            code="origin_not_allowed")
         return web.Response(status=204, headers={

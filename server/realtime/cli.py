@@ -9,8 +9,9 @@ import os
 import signal
 import sys
 
-from core import ice
+from core.errors import ConfigError
 from core.logs import register_secret, setup_logging
+from server import listen
 from server.realtime.app import ServerOptions
 from server.realtime.call import Mode
 from server.realtime.faults import Faults
@@ -20,21 +21,19 @@ from server.realtime.server_key import resolve_server_key
 log = logging.getLogger(__name__)
 
 
+REMOTE_RISK = "anyone with the server key can make calls"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sandra serve",
         description="The local realtime server: OpenAI's Realtime API over WebRTC, offline. "
                     "The server key comes from SANDRA_SERVER_KEY, or is generated and written to a file.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    listen.add_arguments(parser, default_port=8765, remote_risk=REMOTE_RISK)
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ASSISTANT.value,
                         help="assistant (default): recognise, answer and speak; echo: send the audio back")
     parser.add_argument("--max-calls", type=int, default=8, help="concurrent calls before 503 (default 8)")
-    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="a web origin allowed to call the server (repeatable; '*' is refused)")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="allow listening on a non-loopback address (anyone who can reach it can try)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail on the console")
     faults = parser.add_argument_group("fault injection (tests only)")
     faults.add_argument("--fault-drop-after", type=float, metavar="SECONDS", help="end each call after SECONDS")
@@ -47,15 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not 0 <= args.port <= 65535:
-        parser.error("--port must be 0-65535")
+    try:
+        args.allow_origin = sorted(listen.check(args))
+    except ConfigError as exc:
+        parser.error(str(exc))
     if args.max_calls < 1:
         parser.error("--max-calls must be at least 1")
-    for origin in args.allow_origin:
-        if origin == "*" or not origin.startswith(("http://", "https://")) or origin.endswith("/"):
-            parser.error(f"--allow-origin {origin!r}: give an exact origin like http://localhost:3000 (never '*')")
-    if not ice.is_loopback_host(args.host) and not args.allow_remote:
-        parser.error(f"--host {args.host} is not a loopback address; add --allow-remote if you really mean it")
     if args.fault_token_status is not None and not 400 <= args.fault_token_status <= 599:
         parser.error("--fault-token-status must be an HTTP error status (400-599)")
     if args.fault_drop_after is not None and args.fault_drop_after <= 0:
@@ -77,9 +73,8 @@ def main(argv: list[str]) -> int:
     register_secret(key.value)
     if key.file is not None:
         print(f"server key written to {key.file} (set SANDRA_SERVER_KEY to choose your own)", flush=True)
-    if not ice.is_loopback_host(args.host):
-        print(f"WARNING: listening on {args.host}, reachable from other machines; "
-              "anyone with the server key can make calls", file=sys.stderr, flush=True)
+    if warning := listen.remote_warning(args.host, REMOTE_RISK):
+        print(warning, file=sys.stderr, flush=True)
     options = ServerOptions(
         server_key=key.value,
         mode=Mode(args.mode),

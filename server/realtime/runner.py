@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from core import ice
+from server.listen import http_url
 from server.realtime.app import RealtimeServer, ServerOptions
 from server.realtime.call import Mode
 from server.realtime.speech import SpeechEngine
@@ -26,8 +27,7 @@ class RunningServer:
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        return f"{http_url(self.host, self.port)}/v1"
 
     async def stop(self) -> None:
         """Close every call, then the listener, then the speech engine."""
