@@ -18,6 +18,7 @@ import wave
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,21 @@ def _stalled(last_callback: float, what: str) -> str | None:
     return None
 
 
+def _start_stream(what: str, device: str | int | None, make: Callable[[], Any]) -> Any:
+    """Open and start a sounddevice stream; a device that can't be had is a DeviceError."""
+    import sounddevice as sd
+
+    try:
+        stream = make()
+        stream.start()
+    except (sd.PortAudioError, ValueError) as exc:
+        raise DeviceError(
+            f"The {what} {device or '(default)'} could not be opened ({exc}). "
+            "Check that one is connected, or pick another in the device list."
+        ) from exc
+    return stream
+
+
 class _FrameRing:
     """A few frames of capture, newest kept: the device clock and the send clock differ
     slightly, and a backlog would only add delay."""
@@ -168,17 +184,10 @@ class MicrophoneSource(FrameSource):
         self._on_level = on_level
         self.last_callback = self.last_sound = time.monotonic()
         self.device_error: str | None = None
-        try:
-            self._stream = sd.InputStream(
-                device=device, samplerate=RATE, channels=1, dtype="int16", blocksize=FRAME_SAMPLES,
-                callback=self._callback, finished_callback=self._finished,
-            )
-            self._stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
-            raise DeviceError(
-                f"The microphone {device or '(default)'} could not be opened ({exc}). "
-                "Check that one is connected, or pick another in the device list."
-            ) from exc
+        self._stream = _start_stream("microphone", device, lambda: sd.InputStream(
+            device=device, samplerate=RATE, channels=1, dtype="int16", blocksize=FRAME_SAMPLES,
+            callback=self._callback, finished_callback=self._finished,
+        ))
         self._closing = False
 
     def _callback(self, indata: np.ndarray, frames: int, _time, _status) -> None:
@@ -280,17 +289,10 @@ class SpeakerSink(FrameSink):
 
         self._pull = pull
         self.last_callback = time.monotonic()
-        try:
-            self._stream = sd.OutputStream(
-                device=device, samplerate=RATE, channels=1, dtype="int16", blocksize=FRAME_SAMPLES,
-                latency="low", callback=self._callback,
-            )
-            self._stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
-            raise DeviceError(
-                f"The speaker {device or '(default)'} could not be opened ({exc}). "
-                "Check that one is connected, or pick another in the device list."
-            ) from exc
+        self._stream = _start_stream("speaker", device, lambda: sd.OutputStream(
+            device=device, samplerate=RATE, channels=1, dtype="int16", blocksize=FRAME_SAMPLES,
+            latency="low", callback=self._callback,
+        ))
 
     def _callback(self, outdata: np.ndarray, frames: int, _time, _status) -> None:
         self.last_callback = time.monotonic()
