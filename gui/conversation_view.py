@@ -15,6 +15,10 @@ from PySide6.QtWidgets import QFrame, QLabel, QMenu, QScrollArea, QVBoxLayout, Q
 from core.events import TranscriptDelta
 
 _ROLE_TITLE = {"user": "You", "assistant": "Sandra"}
+# Turns kept on screen. Each bubble costs ~140 KB of Qt memory and layout time, so a
+# day-long call must not keep them all; the whole conversation is in the transcript
+# file, which Export reads. 50 matches the history the engine keeps.
+MAX_TURNS = 50
 
 
 class TurnBubble(QFrame):
@@ -94,6 +98,10 @@ class ConversationView(QScrollArea):
         # Insert above the trailing stretch so turns stack from the top.
         self._layout.insertWidget(self._layout.count() - 1, bubble)
         self._turns[turn_id] = bubble
+        while len(self._turns) > MAX_TURNS:
+            oldest = self._turns.pop(next(iter(self._turns)))
+            self._layout.removeWidget(oldest)
+            oldest.deleteLater()
         return bubble
 
     def _at_bottom(self) -> bool:

@@ -39,7 +39,7 @@ from core.call_state import CallState
 from core.events import TranscriptDelta
 from gui import help_dialogs
 from gui.call_session import CallSession, Engine
-from gui.conversation_export import export
+from gui.conversation_export import conversation, export
 from gui.conversation_view import ConversationView
 from gui.device_pickers import DevicePickers
 from gui.level_meter import LevelMeter
@@ -286,8 +286,8 @@ class MainWindow(QMainWindow):
 
     # ---- file actions -------------------------------------------------------------------------
     def export_conversation(self) -> None:
-        history = getattr(self.session.engine, "history", None)
-        if history is None or not history.messages():
+        messages = conversation(self.session.engine)
+        if not messages:
             QMessageBox.information(self, "Export conversation", "There is no conversation to export yet.")
             return
         name, _ = QFileDialog.getSaveFileName(
@@ -297,7 +297,7 @@ class MainWindow(QMainWindow):
         if not name:
             return
         try:
-            export(history, Path(name))
+            export(messages, Path(name))
         except OSError as exc:
             self.banner.show_problem(f"Could not export the conversation: {exc.strerror or exc}", False)
 
