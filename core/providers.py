@@ -170,6 +170,7 @@ class Provider(ABC):
         timeout: float,
     ) -> tuple[int, Any, bytes]:
         host = urlsplit(url).netloc
+        where = self.label if self.label == host else f"{self.label} at {host}"
         try:
             async with http.post(
                 url,
@@ -182,12 +183,12 @@ class Provider(ABC):
                 return response.status, response.headers, body
         except asyncio.TimeoutError as exc:
             raise ProviderError(
-                f"Cannot reach {self.label} at {host}: no answer within {timeout:.0f} s. Check your connection."
+                f"Cannot reach {where}: no answer within {timeout:.0f} s. Check your connection."
             ) from exc
         except aiohttp.ClientError as exc:
             reason = redact(str(exc)) or type(exc).__name__
             raise ProviderError(
-                f"Cannot reach {self.label} at {host} ({reason}). Check your connection and the address in Settings."
+                f"Cannot reach {where} ({reason}). Check your connection and the address in Settings."
             ) from exc
 
     def _raise_for_status(self, status: int, headers: Any, body: bytes, auth_hint: str) -> None:
