@@ -34,8 +34,9 @@ async def test_picks_the_one_that_answers_among_silent_ones() -> None:
         chosen = await probe_stun([a.url, b.url, good.url], timeout=1.0)
         elapsed = time.monotonic() - started
     assert chosen == good.url
-    # Asked at once, not one after another: the two silent ones cost nothing.
-    assert elapsed < 0.5
+    # Asked at once, not one after another: one after another, the two silent ones would
+    # cost the whole 1 s timeout each. 1.5 s is the bound, with room for a slow start.
+    assert elapsed < 1.5
     assert a.requests >= 1 and b.requests >= 1
 
 
