@@ -29,7 +29,9 @@ TURN = TurnServer(host="turn.example.test", username="alice", password="s3cret-t
 
 
 async def test_picks_the_one_that_answers_among_silent_ones() -> None:
-    async with FakeStunServer(respond=False) as a, FakeStunServer(respond=False) as b, FakeStunServer() as good:
+    # The good one answers after 0.2 s, so all three have surely been asked by then.
+    async with FakeStunServer(respond=False) as a, FakeStunServer(respond=False) as b, \
+            FakeStunServer(delay=0.2) as good:
         started = time.monotonic()
         chosen = await probe_stun([a.url, b.url, good.url], timeout=1.0)
         elapsed = time.monotonic() - started
