@@ -60,12 +60,18 @@ MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After would look like a hang
 # watchdog timeout only delays the reconnect.
 STEADY_AUDIO_GAP_S = 0.2  # the longest pause that still counts as a steady stream
 STEADY_AUDIO_TIMEOUT_S = 1.0
+# ...but only a server whose audio starts with the connection streams while idle; one
+# whose first frame comes later speaks only when answering and may go quiet any time.
+STEADY_AUDIO_START_S = 2.0
 
 
 @dataclass
 class EngineOptions:
     connect_timeout: float = 10.0  # no open data channel by then: the attempt failed
-    watchdog_timeout: float = 3.0  # no audio and no events for this long: the peer is gone
+    # Nothing at all from the peer (audio, events, RTCP reports) for this long: it is gone.
+    # A peer that sends audio only while speaking still sends RTCP receiver reports about
+    # our audio, but libwebrtc spaces them up to ~7.5 s apart: hence 10 s, not less.
+    watchdog_timeout: float = 10.0
     stun_probe_timeout: float = 1.0
     save_transcript: bool = True  # off for the self-test, which is no conversation of the user's
 
@@ -79,6 +85,7 @@ class _Connection:
     channel: Any = None
     opened: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    created: float = field(default_factory=time.monotonic)
     last_rx: float = field(default_factory=time.monotonic)
     last_audio: float | None = None
     steady_audio: bool = True  # no pause over STEADY_AUDIO_GAP_S since the first frame
@@ -523,7 +530,9 @@ class CallEngine:
             while True:
                 frame = await track.recv()
                 conn.last_rx = time.monotonic()
-                if conn.last_audio is not None and conn.last_rx - conn.last_audio > STEADY_AUDIO_GAP_S:
+                if conn.last_audio is None:
+                    conn.steady_audio = conn.last_rx - conn.created <= STEADY_AUDIO_START_S
+                elif conn.last_rx - conn.last_audio > STEADY_AUDIO_GAP_S:
                     conn.steady_audio = False
                 conn.last_audio = conn.last_rx
                 if conn.last_rx >= self._muted_until:
@@ -532,9 +541,10 @@ class CallEngine:
             conn.lose("the server's audio ended")
 
     async def _watchdog(self, conn: _Connection) -> None:
-        """aiortc notices a silent peer only after ~30 s; audio or events stopping tells sooner."""
+        """aiortc notices a silent peer only after ~30 s; audio, events or RTCP stopping tells sooner."""
         timeout = self.options.watchdog_timeout
         interval = min(0.1, timeout / 4)
+        packets, stats_at = 0, 0.0
         while not conn.lost.done():
             asleep_at = time.monotonic()
             await asyncio.sleep(interval)
@@ -543,9 +553,15 @@ class CallEngine:
                 continue  # our own loop stalled: let the pump take what arrived before judging
             if conn.steady_audio and conn.last_audio is not None and now - conn.last_audio > STEADY_AUDIO_TIMEOUT_S:
                 conn.lose(f"the server's steady audio stopped {now - conn.last_audio:.1f} s ago")
+            if now - stats_at >= 1.0:  # any datagram counts (RTCP, SCTP): cheap enough once a second
+                stats_at = now
+                received = sum(getattr(s, "packetsReceived", 0) for s in (await conn.pc.getStats()).values()
+                               if s.type == "transport")
+                if received > packets:
+                    packets, conn.last_rx = received, max(conn.last_rx, now)
             silent = now - conn.last_rx
             if silent > timeout:
-                conn.lose(f"no audio or events from the server for {silent:.1f} s")
+                conn.lose(f"nothing from the server for {silent:.1f} s")
 
     async def _teardown(self) -> None:
         conn, self._conn = self._conn, None

@@ -47,7 +47,8 @@ async def drain(channel: RTCDataChannel, below: int = 1 << 20, timeout: float = 
 class HostilePeer:
     """The server side of one call: a real peer connection the test controls."""
 
-    def __init__(self) -> None:
+    def __init__(self, send_audio: bool = True) -> None:
+        self.send_audio = send_audio  # False: a server that sends no audio until it speaks
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.audio = OutputTrack(Pacing.CLOCK)  # silence, 20 ms at a time, like a quiet server
         self.channel: RTCDataChannel | None = None
@@ -66,7 +67,8 @@ class HostilePeer:
             self.opened.set()
 
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        self.pc.addTrack(self.audio)
+        if self.send_audio:
+            self.pc.addTrack(self.audio)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription.sdp
 
@@ -86,8 +88,9 @@ class HostilePeer:
 
 
 class HostileServer(FakeOpenAI):
-    def __init__(self, api_key: str = "sk-test-hostile-0123456789", ttl: int = 600) -> None:
+    def __init__(self, api_key: str = "sk-test-hostile-0123456789", ttl: int = 600, send_audio: bool = True) -> None:
         super().__init__(api_key=api_key, ttl=ttl)
+        self.send_audio = send_audio
         self.peers: list[HostilePeer] = []
         self._new_peer = asyncio.Condition()
 
@@ -97,7 +100,7 @@ class HostileServer(FakeOpenAI):
         # (queued) answers, garbage or errors, go out as they are.
         if self._endpoint(request) != "calls" or getattr(response, "text", None) != ANSWER_SDP:
             return response
-        peer = HostilePeer()
+        peer = HostilePeer(self.send_audio)
         self.peers.append(peer)
         answer = await peer.answer((await request.read()).decode())
         async with self._new_peer:

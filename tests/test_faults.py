@@ -230,3 +230,18 @@ async def test_rate_limit_retry_after_is_honoured(tmp_path, private_home) -> Non
             await engine.close()
     delays = [s.delay for s in recorder.states() if s.phase is Phase.RECONNECTING]
     assert delays and delays[0] >= 3.0, f"retried after {delays} s despite Retry-After: 3"
+
+
+async def test_a_quiet_server_that_sends_no_audio_is_not_taken_for_dead(tmp_path, private_home) -> None:
+    """Some servers send audio only while answering: their RTCP reports keep the call."""
+    async with HostileServer(send_audio=False) as hostile:
+        engine, recorder = _engine(tmp_path, hostile.base_url, hostile.api_key, watchdog_timeout=2.5)
+        try:
+            await engine.start()
+            await recorder.wait_phase(Phase.CONNECTED, 15)
+            await asyncio.sleep(6.0)  # over twice the watchdog timeout with no audio and no events
+            assert Phase.RECONNECTING not in recorder.phases(), recorder.states()
+            await hostile.peers[0].close()  # now really gone: noticed within the timeout
+            await recorder.wait_phase(Phase.RECONNECTING, 6.0)
+        finally:
+            await engine.close()
