@@ -89,8 +89,7 @@ def one_run(turns: int, warmup: int, tmp: Path) -> float:
 
 
 def run(quick: bool = False) -> Figures:
-    # One run: each turn adds widgets to the conversation view, so long runs get slow.
-    turns, warmup, runs = (1000, 300, 1) if quick else (2000, 500, 1)
+    turns, warmup, runs = (1000, 300, 1) if quick else (2000, 500, 3)
     with tempfile.TemporaryDirectory() as tmp:
         return {"soak_rss_growth_mb": figure(one_run(turns, warmup, Path(tmp)) for _ in range(runs))}
 

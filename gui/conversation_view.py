@@ -101,7 +101,9 @@ class ConversationView(QScrollArea):
         while len(self._turns) > MAX_TURNS:
             oldest = self._turns.pop(next(iter(self._turns)))
             self._layout.removeWidget(oldest)
-            oldest.deleteLater()
+            # Unparented, the widget dies with its last Python reference, here and now:
+            # deleteLater would wait for an event-loop pass that a busy call may not give.
+            oldest.setParent(None)
         return bubble
 
     def _at_bottom(self) -> bool:
