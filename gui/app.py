@@ -132,7 +132,14 @@ def run(argv: list[str]) -> int:
     window = build_window(load_settings())
     window.settings_requested.connect(lambda: _open_settings(window))
     probe = os.environ.get(PROBE_ENV) == "1"
-    return int(qasync.run(_run_closing_on_signals(window, probe=probe)))
+    try:
+        return int(qasync.run(_run_closing_on_signals(window, probe=probe)))
+    except RuntimeError as exc:
+        # Qt ended its loop under us: the display went away (X server gone, session
+        # ended). The embedded server dies with us (atexit, parent-death signal).
+        log.warning("the window's event loop stopped early: %s", exc)
+        print("sandra: the display went away, so the window closed.", file=sys.stderr)
+        return 1
 
 
 async def _run_closing_on_signals(window: MainWindow, *, probe: bool) -> int:
