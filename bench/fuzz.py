@@ -123,7 +123,7 @@ async def fuzz_engine(count: int, seed: int, tmp: Path) -> dict[str, Any]:
                 figures = {
                     "messages": sent, "bytes": size, "seconds": round(elapsed, 1),
                     "per_second": round(sent / elapsed) if elapsed else 0, "stalled": stalled,
-                    "bad_events_counted": engine._bad_events,
+                    "bad_events_counted": engine.bad_events.count,
                     "connections": len(hostile.peers), "reconnects": engine.reconnects,
                     "state_after": engine.state.phase.value,
                     "final_event_handled": still_here in finals,

@@ -47,13 +47,13 @@ from core.jitter_buffer import install_adaptive_jitter_buffer
 from core.metrics_sender import MetricsSender
 from core.playout import MonoConverter, Playout, PlayoutStats
 from core.providers import Provider, make_provider
+from core.server_events import BadEvent, BadEventLog, parse_event
 from core.telemetry import LatencyTracker
 from core.transcripts import TranscriptLog, prune
 
 log = logging.getLogger(__name__)
 
 Observer = Callable[[EngineEvent], None]
-MAX_EVENT_BYTES = 256 * 1024  # a server event bigger than this is not JSON we want to parse
 MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After would look like a hang
 # A server that has streamed audio without a pause (the local server sends a frame every
 # 20 ms, silence included) and then goes quiet this long is gone: waiting the full
@@ -145,7 +145,7 @@ class CallEngine:
         # After a barge-in, audio of the cut answer still in flight must not play.
         self._muted_until: float = 0.0
         self._answer_wanted_at: float | None = None
-        self._bad_events = 0
+        self.bad_events = BadEventLog(log)  # what the server sent that was ignored
 
     # --- observers -------------------------------------------------------------------
 
@@ -625,27 +625,16 @@ class CallEngine:
 
     def _on_message(self, conn: _Connection, message: Any) -> None:
         conn.last_rx = time.monotonic()
-        if not isinstance(message, str) or len(message) > MAX_EVENT_BYTES:
-            self._bad_event("a non-text or oversized message")
-            return
         try:
-            event = json.loads(message)
-        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-            self._bad_event("invalid JSON")
-            return
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            self._bad_event("an event without a type")
+            event = parse_event(message)
+        except BadEvent as exc:
+            self.bad_events.note(str(exc))
             return
         self._emit(ServerEvent(event["type"][:100]))
         try:
             self._handle(event)
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-            self._bad_event(f"a malformed {event['type'][:100]} event ({type(exc).__name__})")
-
-    def _bad_event(self, what: str) -> None:
-        self._bad_events += 1
-        if self._bad_events <= 10 or self._bad_events % 1000 == 0:  # rate-limit the log
-            log.warning("ignored %s from the server (%d so far)", what, self._bad_events)
+            self.bad_events.note(f"a malformed {event['type'][:100]} event ({type(exc).__name__})")
 
     def _handle(self, event: dict) -> None:
         kind = event["type"]
@@ -675,5 +664,5 @@ class CallEngine:
             self._playout.clear()
         elif kind == "error":
             error = event.get("error") or {}
-            self._bad_event(f"an error event: {str(error.get('message', error))[:300]}")
+            self.bad_events.note(f"an error event: {str(error.get('message', error))[:300]}")
 
