@@ -61,7 +61,3 @@ def release_loopback_only() -> None:
         _loopback_users = max(0, _loopback_users - 1)
         if _loopback_users == 0:
             aioice.ice.get_host_addresses = _original_get_host_addresses
-
-
-def loopback_only_active() -> bool:
-    return aioice.ice.get_host_addresses is _loopback_addresses

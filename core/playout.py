@@ -93,10 +93,6 @@ class Playout:
                 depth=self._size,
             )
 
-    @property
-    def depth_ms(self) -> float:
-        return self._size * 1000.0 / SAMPLE_RATE
-
     def expect_audio(self) -> None:
         """Report the next audible sample through on_first_audible (once)."""
         self._armed = True
