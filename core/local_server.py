@@ -246,8 +246,9 @@ class LocalServer:
 
 
 @atexit.register
-def _terminate_forgotten() -> None:
-    """Last resort at interpreter exit: no server outlives the app even if stop() was skipped."""
+def terminate_all() -> None:
+    """Last resort (at interpreter exit, or when the app must leave at once): no server
+    outlives the app even if stop() was skipped."""
     for server in list(_live):
         pid = server.pid
         if server.running and pid is not None:

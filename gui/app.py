@@ -136,10 +136,16 @@ def run(argv: list[str]) -> int:
         return int(qasync.run(_run_closing_on_signals(window, probe=probe)))
     except RuntimeError as exc:
         # Qt ended its loop under us: the display went away (X server gone, session
-        # ended). The embedded server dies with us (atexit, parent-death signal).
+        # ended). Nothing bound to the closed loop can be closed politely any more, and
+        # the garbage collector would only print tracebacks trying: stop the embedded
+        # server and leave at once (transcripts are flushed message by message).
         log.warning("the window's event loop stopped early: %s", exc)
-        print("sandra: the display went away, so the window closed.", file=sys.stderr)
-        return 1
+        print("sandra: the display went away, so the window closed.", file=sys.stderr, flush=True)
+        from core.local_server import terminate_all
+
+        terminate_all()
+        logging.shutdown()
+        os._exit(1)
 
 
 async def _run_closing_on_signals(window: MainWindow, *, probe: bool) -> int:

@@ -27,7 +27,7 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
 
 
 @pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (./bootstrap.sh test installs it)")
-def test_display_lost_ends_with_one_clear_line(tmp_path):
+def test_display_lost_ends_with_one_clear_line(tmp_path, pulse):
     xvfb, display = _start_xvfb()
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
     env.update(DISPLAY=display, QT_QPA_PLATFORM="xcb", HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "c"),
@@ -37,7 +37,7 @@ def test_display_lost_ends_with_one_clear_line(tmp_path):
     try:
         log = tmp_path / "s" / "sandra" / "log" / "sandra.log"
         deadline = time.monotonic() + 30
-        while not (log.exists() and "call state" in log.read_text()):
+        while not (log.exists() and "connecting -> Connected" in log.read_text()):
             assert app.poll() is None and time.monotonic() < deadline, "the window never got going"
             time.sleep(0.2)
         xvfb.terminate()
@@ -49,4 +49,18 @@ def test_display_lost_ends_with_one_clear_line(tmp_path):
                 proc.kill()
     assert app.returncode == 1
     assert "display went away" in stderr
-    assert "Traceback" not in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-2000:]
+    time.sleep(1.0)
+    assert not _servers_of(tmp_path), "the embedded server outlived the app"
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Local server processes started with this test's private home."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"serve" in (proc / "cmdline").read_bytes() and f"HOME={home}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
