@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import time
 import uuid
@@ -27,7 +26,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from core import ice, ice_servers, paths
-from core.audio import AudioIO, CaptureTrack, DeviceAudio, FrameSink, FrameSource, SilentSource, WavSink
+from core.audio import AudioIO, CaptureTrack, DeviceAudio
 from core.backoff import ReconnectPolicy
 from core.call_state import CallLife, CallState, Phase
 from core.config import Settings, get_api_key, get_turn_password
@@ -48,6 +47,7 @@ from core.metrics_sender import MetricsSender
 from core.playout import MonoConverter, Playout, PlayoutStats
 from core.providers import Provider, make_provider
 from core.server_events import BadEvent, BadEventLog, parse_event
+from core.sound_devices import SoundDevices
 from core.telemetry import LatencyTracker
 from core.transcripts import TranscriptLog, prune
 
@@ -122,14 +122,14 @@ class CallEngine:
         self._sleep = sleep
         # Benchmarks put a jitter relay between the peers by rewriting the SDP through this.
         self._provider_wrapper = provider_wrapper
-        self._audio = audio or DeviceAudio(settings.input_device, settings.output_device)
         self._api_key = api_key
         self._observers: list[Observer] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._playout = Playout(on_first_audible=self._on_first_audible)
-        self._source: FrameSource | None = None
-        self._sink: FrameSink | None = None
-        self._device_watch: asyncio.Task | None = None
+        self._devices = SoundDevices(
+            audio or DeviceAudio(settings.input_device, settings.output_device), self._playout.read,
+            on_level=lambda dbfs: self._emit(InputLevel(dbfs)), on_problem=self._problem,
+        )
         self._conn: _Connection | None = None
         self._run_task: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -192,7 +192,7 @@ class CallEngine:
         self._loop = asyncio.get_running_loop()
         self._open_transcript()
         try:
-            await self._open_audio()
+            await self._devices.open()
         except SandraError as exc:
             self.life.connecting()
             self.life.ended(str(exc))
@@ -216,7 +216,7 @@ class CallEngine:
     async def close(self) -> None:
         """Hang up and release everything: devices, the local server, HTTP, metrics."""
         await self.hang_up()
-        await self._close_audio()
+        await self._devices.close()
         if self._metrics is not None:
             await self._metrics.close()
             self._metrics = None
@@ -234,8 +234,7 @@ class CallEngine:
         if self._speaking or self._answer_wanted_at is not None:
             self._barge_in()
         self._ptt = True
-        if self._source is not None:
-            self._source.discard()
+        self._devices.discard()
         self._send({"type": "input_audio_buffer.clear"})
 
     def release(self) -> None:
@@ -258,14 +257,11 @@ class CallEngine:
     async def set_devices(self, input_device: str | None, output_device: str | None) -> None:
         """Switch sound devices during a call, without reconnecting."""
         self.settings.input_device, self.settings.output_device = input_device, output_device
-        if isinstance(self._audio, DeviceAudio):
-            self._audio = DeviceAudio(input_device, output_device)
-            if self._source is not None:
-                await self._close_audio()
-                try:
-                    await self._open_audio()
-                except SandraError as exc:
-                    self._problem(str(exc))
+        if isinstance(self._devices.audio, DeviceAudio):
+            try:
+                await self._devices.switch(DeviceAudio(input_device, output_device))
+            except SandraError as exc:
+                self._problem(str(exc))
 
     def _barge_in(self) -> None:
         self._answer_wanted_at = None
@@ -277,9 +273,7 @@ class CallEngine:
 
     def _read_input(self) -> np.ndarray | None:
         """What the outgoing track sends now: the microphone while the gate is open."""
-        if self._source is None or not (self._ptt or self._hands_free):
-            return None
-        return self._source.read_frame()
+        return self._devices.read_frame() if self._ptt or self._hands_free else None
 
     # --- the conversation --------------------------------------------------------------
 
@@ -301,54 +295,6 @@ class CallEngine:
             self.transcript.append(role, text)
 
     # --- audio -----------------------------------------------------------------------
-
-    async def _open_audio(self) -> None:
-        if self._source is not None:
-            return
-        loop = asyncio.get_running_loop()
-        last_level = [0.0]
-
-        def on_level(dbfs: float) -> None:  # PortAudio's thread: hand over ~12 times a second
-            now = time.monotonic()
-            if now - last_level[0] >= 0.08:
-                last_level[0] = now
-                loop.call_soon_threadsafe(self._emit, InputLevel(dbfs if math.isfinite(dbfs) else -120.0))
-
-        self._source = await asyncio.to_thread(self._audio.open_source, on_level)
-        self._sink = self._audio.open_sink(self._playout.read)
-        self._device_watch = loop.create_task(self._watch_devices(), name="device-watch")
-
-    async def _watch_devices(self) -> None:
-        """A vanished device is a message, not a crash: swap in a stand-in and go on."""
-        warned: FrameSource | None = None
-        while True:
-            await asyncio.sleep(0.5)
-            if self._source is not None and self._source is not warned and (warning := self._source.warning()):
-                warned = self._source  # once per device: it may be muted on purpose
-                self._problem(warning)
-            if self._source is not None and (problem := self._source.failure()):
-                broken, self._source = self._source, SilentSource()
-                self._problem(problem)
-                await asyncio.to_thread(broken.close)
-            if self._sink is not None and (problem := self._sink.failure()):
-                broken_sink, self._sink = self._sink, WavSink(None, self._playout.read)
-                self._problem(problem)
-                await broken_sink.close()
-
-    async def _close_audio(self) -> None:
-        if self._device_watch is not None:
-            self._device_watch.cancel()
-            try:
-                await self._device_watch
-            except asyncio.CancelledError:
-                pass
-            self._device_watch = None
-        if self._source is not None:
-            self._source.close()
-            self._source = None
-        if self._sink is not None:
-            await self._sink.close()
-            self._sink = None
 
     def _on_first_audible(self, play_time: float) -> None:
         """The playout stage's reader (often PortAudio's thread) sounded the first audible sample."""
