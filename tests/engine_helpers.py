@@ -72,6 +72,11 @@ class Recorder:
     async def wait_phase(self, phase: Phase, timeout: float) -> StateChanged:
         return await self.wait_for(lambda e: isinstance(e, StateChanged) and e.state.phase is phase, timeout)
 
+    async def wait_connected_again(self, timeout: float) -> None:
+        """Until the call is connected once more than it has been so far."""
+        before = self.phases().count(Phase.CONNECTED)
+        await self.wait_for(lambda _e: self.phases().count(Phase.CONNECTED) > before, timeout)
+
 
 def is_audible(samples: np.ndarray, threshold: int = 1000) -> bool:
     return bool(np.count_nonzero(np.abs(samples.astype(np.int32)) > threshold) > 960)

@@ -63,9 +63,7 @@ async def test_killed_server_restarted_on_same_port_reconnects(tmp_path, private
         detected = time.monotonic() - lost_at
         server = start_server(tmp_path, "--mode", "echo", "--port", str(port))
         restarted_at = time.monotonic()
-        connected = [s for s in recorder.states() if s.phase is Phase.CONNECTED]
-        await recorder.wait_for(
-            lambda e: len([s for s in recorder.states() if s.phase is Phase.CONNECTED]) > len(connected), 40)
+        await recorder.wait_connected_again(40)
         back_after = time.monotonic() - restarted_at
     finally:
         await engine.close()

@@ -48,15 +48,6 @@ def _engine(tmp_path, base_url: str, key: str, policy: ReconnectPolicy = QUICK, 
     return engine, Recorder(engine)
 
 
-def _connected_count(recorder: Recorder) -> int:
-    return recorder.phases().count(Phase.CONNECTED)
-
-
-async def _connected_again(recorder: Recorder, timeout: float) -> None:
-    before = _connected_count(recorder)
-    await recorder.wait_for(lambda _e: _connected_count(recorder) > before, timeout)
-
-
 def _readable(reason: str | None) -> bool:
     return bool(reason) and "Traceback" not in reason and "Error(" not in reason and len(reason) < 400
 
@@ -74,7 +65,7 @@ async def test_frozen_then_resumed_server_is_connected_again(tmp_path, private_h
         await recorder.wait_phase(Phase.RECONNECTING, 10)
         await asyncio.sleep(2)  # an attempt or two against the frozen process
         os.kill(server.pid, signal.SIGCONT)
-        await _connected_again(recorder, 40)
+        await recorder.wait_connected_again(40)
     finally:
         os.kill(server.pid, signal.SIGCONT)
         await engine.close()
@@ -88,7 +79,7 @@ async def test_dropped_calls_are_redialled_every_time(tmp_path, private_home) ->
         await engine.start()
         await recorder.wait_phase(Phase.CONNECTED, 15)
         for _ in range(2):
-            await _connected_again(recorder, 20)
+            await recorder.wait_connected_again(20)
     finally:
         await engine.close()
         server.stop()
@@ -149,7 +140,7 @@ async def test_key_expired_mid_call_is_replaced_on_reconnect(tmp_path, private_h
     try:
         await engine.start()
         await recorder.wait_phase(Phase.CONNECTED, 15)
-        await _connected_again(recorder, 30)
+        await recorder.wait_connected_again(30)
     finally:
         await engine.close()
         server.stop()
@@ -198,7 +189,7 @@ async def test_event_channel_closed_by_the_server_is_redialled(tmp_path, private
             peer.channel.close()
             await recorder.wait_phase(Phase.RECONNECTING, 5)
             await hostile.next_peer(15, after=1)
-            await _connected_again(recorder, 15)
+            await recorder.wait_connected_again(15)
         finally:
             await engine.close()
     reconnecting = [s for s in recorder.states() if s.phase is Phase.RECONNECTING]
