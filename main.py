@@ -17,6 +17,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 
 __version__ = "0.1.0"
 
@@ -60,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         return _call(SUBCOMMANDS[argv[0]][0], argv[1:])
 
     args = build_parser().parse_args(argv)
-    from core.logs import setup_logging
+    from base.logs import setup_logging
 
     if args.self_test:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         setup_logging(args.verbose, log_file="selftest.log", console=args.verbose > 0)
-        from core import selftest
+        from base import selftest
 
-        return 0 if selftest.run(all_checks(), sys.stdout, verbose=args.verbose > 0) else 1
+        return 0 if selftest.run(SELF_TEST_CHECKS, sys.stdout, verbose=args.verbose > 0) else 1
 
     setup_logging(args.verbose)
     if args.screenshot:
@@ -83,10 +84,31 @@ def main(argv: list[str] | None = None) -> int:
     return _call("gui.app:run", [])
 
 
-def all_checks() -> list[tuple[str, str]]:
-    from core import selftest
+def check_talk_turn() -> str:
+    """The client's engine asks the embedded server a question spoken by the server's voice."""
+    import asyncio
 
-    return list(selftest.CHECKS)
+    from core.selftest import talk_turn
+    from server.realtime.tts import Synthesizer
+
+    synthesizer = Synthesizer()
+    try:
+        question = asyncio.run(synthesizer.synthesize("what time is it"))
+    finally:
+        synthesizer.close()
+    return talk_turn(question)
+
+
+# --self-test, cheap checks first, real calls last. Only this module knows all three
+# sides (client, window, server), so the list lives here.
+SELF_TEST_CHECKS: list[tuple[str, str | Callable[[], str]]] = [
+    ("runtime libraries", "base.selftest:check_runtime"),
+    ("sound library", "base.selftest:check_portaudio"),
+    ("main window", "gui.selftest:selftest_check"),
+    ("metrics receiver", "server.metrics_receiver:selftest_check"),
+    ("local server: speech in, speech out", "server.realtime.selftest:selftest_check"),
+    ("push-to-talk turn with the embedded server", check_talk_turn),
+]
 
 
 if __name__ == "__main__":

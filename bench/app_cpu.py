@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.figures import Figures, figure, print_table
 from bench.rig import ROOT, PulseRig, private_env
-from core import paths
+from base import paths
 from core.config import SETTINGS_FILE, Settings
 from server.realtime.tts import Synthesizer
 

@@ -39,9 +39,10 @@ from aiortc.rtp import RtpPacket
 from bench.echo_peer import EchoPeer
 from bench.figures import Figures, figures_from, print_table
 from bench.jitter_relay import JitterRelay
-from core.ice import acquire_loopback_only, release_loopback_only
-from core.jitter_buffer import AdaptiveJitterBuffer, JitterStats, hook_adaptive_jitter_buffer
-from core.playout import FRAME_SAMPLES, SAMPLE_RATE, Playout, play_track
+from base.loopback_ice import acquire_loopback_only, release_loopback_only
+from base.jitter_buffer import AdaptiveJitterBuffer, JitterStats, hook_adaptive_jitter_buffer
+from base.pcm import FRAME_SAMPLES, RATE
+from core.playout import Playout, play_track
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,11 @@ class ClickSource(MediaStreamTrack):
 
     def __init__(self, interval_s: float, on_click: Callable[[float], None]) -> None:
         super().__init__()
-        self._every = max(1, round(interval_s * SAMPLE_RATE / FRAME_SAMPLES))
+        self._every = max(1, round(interval_s * RATE / FRAME_SAMPLES))
         self._on_click = on_click
         self._start: Optional[float] = None
         self._index = 0
-        t = np.arange(FRAME_SAMPLES // 2) / SAMPLE_RATE
+        t = np.arange(FRAME_SAMPLES // 2) / RATE
         click = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         click[: len(t)] = (16000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
         self._click = click.reshape(1, -1)
@@ -81,13 +82,13 @@ class ClickSource(MediaStreamTrack):
             self._start = now
         else:
             self._index += 1
-            wait = self._start + self._index * FRAME_SAMPLES / SAMPLE_RATE - now
+            wait = self._start + self._index * FRAME_SAMPLES / RATE - now
             if wait > 0:
                 await asyncio.sleep(wait)
         is_click = self._index % self._every == self._every - 1
         frame = av.AudioFrame.from_ndarray(
             self._click if is_click else self._silence, format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
+        frame.sample_rate = RATE
         frame.pts = self._index * FRAME_SAMPLES
         if is_click:
             self._on_click(time.monotonic())
@@ -179,7 +180,7 @@ async def _play_clock(
 ) -> tuple[float, float]:
     """Pull 20 ms blocks on schedule; return (gap % after the warm-up, relay drop %)."""
     block = np.empty(FRAME_SAMPLES, dtype=np.int16)
-    step = FRAME_SAMPLES / SAMPLE_RATE
+    step = FRAME_SAMPLES / RATE
     start = time.monotonic()
     reads = round(seconds / step)
     warm = round(_WARMUP_S / step)

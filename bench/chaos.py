@@ -22,15 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-# The server launcher and the engine helpers live with the tests.
-sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.figures import Figures, figure, print_table  # noqa: E402
 from core.call_state import Phase  # noqa: E402
 from core.engine import CallEngine  # noqa: E402
-from engine_helpers import Recorder, custom_settings, fast_options, tone_audio  # noqa: E402
-from server_process import TEST_SERVER_KEY, ServerProcess, private_env, start_server  # noqa: E402
+from rig.engine_helpers import Recorder, custom_settings, fast_options, tone_audio  # noqa: E402
+from rig.server_process import TEST_SERVER_KEY, ServerProcess, private_env, start_server  # noqa: E402
 
 RECOVER_S = 40.0  # the whole backoff schedule (1+2+4+8+16 s) plus a restart
 MID_HANDSHAKE_SHARE = 0.3

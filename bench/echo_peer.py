@@ -18,8 +18,8 @@ import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from core.ice import acquire_loopback_only, release_loopback_only
-from core.jitter_buffer import hook_adaptive_jitter_buffer
+from base.loopback_ice import acquire_loopback_only, release_loopback_only
+from base.jitter_buffer import hook_adaptive_jitter_buffer
 
 log = logging.getLogger(__name__)
 

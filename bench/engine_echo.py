@@ -29,7 +29,8 @@ import numpy as np
 from bench.figures import Figures, cli, figures_from
 from bench.jitter_relay import JitterRelay
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
-from core.audio import FRAME_SAMPLES, RATE, AudioIO, FrameSink, FrameSource, Pull, WavSink
+from base.pcm import FRAME_SAMPLES, RATE
+from core.audio import AudioIO, FrameSink, FrameSource, Pull, WavSink
 from core.call_state import Phase
 from core.providers import EphemeralKey, Provider
 

@@ -1,7 +1,7 @@
 """Hostile data-channel floods: `python -m bench.fuzz [--messages N] [--seed S]`.
 
 Two runs, each over real WebRTC on loopback:
-- engine: a hostile provider (tests/hostile_server.py) sends N garbage messages to a
+- engine: a hostile provider (rig/hostile_server.py) sends N garbage messages to a
   connected CallEngine, then one valid transcript event that must still be handled;
 - server: a test client sends N garbage messages to the real local server (echo mode),
   then takes a normal push-to-talk turn that must still be answered.
@@ -23,18 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-# The hostile peer, the server launcher and the test client live with the tests.
-sys.path.insert(0, str(ROOT / "tests"))
 
 from core.call_state import Phase  # noqa: E402
 from core.engine import CallEngine  # noqa: E402
 from core.events import TranscriptDelta  # noqa: E402
-from engine_helpers import custom_settings, fast_options, tone_audio  # noqa: E402
-from hostile_server import HostileServer, drain, hostile_messages  # noqa: E402
-from pulse_rig import tone  # noqa: E402
-from realtime_client import RealtimeClient, ephemeral_key  # noqa: E402
-from server_process import private_env, start_server  # noqa: E402
+from rig.engine_helpers import custom_settings, fast_options, tone_audio  # noqa: E402
+from rig.hostile_server import HostileServer, drain, hostile_messages  # noqa: E402
+from rig.pulse_rig import tone  # noqa: E402
+from rig.realtime_client import RealtimeClient, ephemeral_key  # noqa: E402
+from rig.server_process import private_env, start_server  # noqa: E402
 
 # Flow control: let the receiver catch up every this many messages.
 BATCH = 200

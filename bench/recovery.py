@@ -30,9 +30,10 @@ from pathlib import Path
 
 from bench.figures import Figures, figures_from, print_table
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
-from core.audio import SILENCE, FileAudio, write_wav
+from base.pcm import SILENCE
+from core.audio import FileAudio, write_wav
 from core.call_state import Phase
-from server.realtime.client import RealtimeClient, ephemeral_key
+from rig.realtime_client import RealtimeClient, ephemeral_key
 
 log = logging.getLogger(__name__)
 

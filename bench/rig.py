@@ -1,14 +1,12 @@
 """What the app-level benchmarks borrow from the test rig, and how they drive an engine.
 
-The real server launcher (tests/server_process.py) and the PulseAudio rig
-(tests/pulse_rig.py) live with the tests; benchmarks use the same ones rather than
-copies, so a figure and a test exercise the same set-up.
+The real server launcher and the PulseAudio rig live in rig/, which the tests use
+too, so a figure and a test exercise the same set-up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,12 +17,9 @@ from core.engine import CallEngine, EngineOptions
 from core.events import EngineEvent, StateChanged
 from core.providers import Provider
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
 
-from pulse_rig import PulseRig  # noqa: E402
-from server_process import TEST_SERVER_KEY, ServerProcess, private_env, start_server  # noqa: E402
+from rig.pulse_rig import PulseRig  # noqa: E402
+from rig.server_process import TEST_SERVER_KEY, ServerProcess, private_env, start_server  # noqa: E402
 
 __all__ = ["PhaseWatch", "PulseRig", "ServerProcess", "engine_for", "private_env", "start_server"]
 

@@ -26,7 +26,8 @@ from types import SimpleNamespace
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported: there is no display
 
 from bench.figures import Figures, cli, figure  # noqa: E402
-from core.audio import SILENCE, FileAudio, write_wav  # noqa: E402
+from base.pcm import SILENCE
+from core.audio import FileAudio, write_wav  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.engine import CallEngine, EngineOptions  # noqa: E402
 from gui.app import application, build_window  # noqa: E402

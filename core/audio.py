@@ -9,7 +9,6 @@ guarded by a lock, never touch the event loop beyond one thread-safe hand-off.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import math
 import threading
@@ -22,28 +21,14 @@ from typing import Any
 from pathlib import Path
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
 
-from core.errors import DeviceError
+from base.errors import DeviceError
+from base.pcm import FRAME_SAMPLES, FRAME_SECONDS, RATE, SILENCE, PacedTrack, level_dbfs
 
 log = logging.getLogger(__name__)
 
-RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms
-FRAME_SECONDS = FRAME_SAMPLES / RATE
-_TIME_BASE = fractions.Fraction(1, RATE)
-SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 Pull = Callable[[int], np.ndarray]  # n samples wanted -> int16 samples (exactly n)
-
-
-def level_dbfs(samples: np.ndarray) -> float:
-    """RMS level of int16 samples in dBFS (-inf for digital silence)."""
-    if samples.size == 0:
-        return -math.inf
-    rms = math.sqrt(float(np.mean(np.square(samples, dtype=np.float64))))
-    return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
 
 
 @dataclass(frozen=True)
@@ -341,39 +326,20 @@ class WavSink(FrameSink):
             write_wav(self._path, self.samples())
 
 
-class CaptureTrack(MediaStreamTrack):
+class CaptureTrack(PacedTrack):
     """The outgoing audio track: 20 ms frames in real time, silence when `read` has none.
 
     `read` decides what goes out (the engine gates it with push-to-talk and follows
     device changes), so a fresh track per connection attempt never holds a stale device.
     """
 
-    kind = "audio"
-
     def __init__(self, read: Callable[[], np.ndarray | None]) -> None:
         super().__init__()
         self._read = read
-        self._start: float | None = None
-        self._pts = 0
-        self.frames_sent = 0
 
-    async def recv(self) -> AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME_SAMPLES
-            await asyncio.sleep(max(0.0, self._start + self._pts / RATE - time.monotonic()))
+    def next_samples(self) -> np.ndarray:
         samples = self._read()
-        if samples is None:
-            samples = SILENCE
-        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = _TIME_BASE
-        self.frames_sent += 1
-        return frame
+        return SILENCE if samples is None else samples
 
 
 class AudioIO(ABC):

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import paths
-from core.errors import ConfigError
-from core.logs import register_secret
+from base import paths
+from base.errors import ConfigError
+from base.logs import register_secret
 
 log = logging.getLogger(__name__)
 

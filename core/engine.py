@@ -25,12 +25,13 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from core import ice, ice_servers, paths
+from base import loopback_ice, paths
+from core import ice_servers
 from core.audio import AudioIO, CaptureTrack, DeviceAudio
 from core.backoff import ReconnectPolicy
 from core.call_state import CallLife, CallState, Phase
 from core.config import Settings, get_api_key, get_turn_password
-from core.errors import AuthError, ConfigError, ProviderError, SandraError
+from base.errors import AuthError, ConfigError, ProviderError, SandraError
 from core.events import (
     AssistantSpeaking,
     EngineEvent,
@@ -42,9 +43,10 @@ from core.events import (
     TranscriptDelta,
 )
 from core.history import BoundedHistory
-from core.jitter_buffer import install_adaptive_jitter_buffer
+from base.jitter_buffer import install_adaptive_jitter_buffer
 from core.metrics_sender import MetricsSender
-from core.playout import MonoConverter, Playout, PlayoutStats
+from base.pcm import MonoConverter
+from core.playout import Playout, PlayoutStats
 from core.providers import Provider, make_provider
 from core.server_events import BadEvent, BadEventLog, parse_event
 from core.sound_devices import SoundDevices
@@ -429,7 +431,7 @@ class CallEngine:
 
         configuration = await self._rtc_configuration(provider)
         if provider.is_loopback:
-            ice.acquire_loopback_only()
+            loopback_ice.acquire_loopback_only()
         pc = RTCPeerConnection(configuration)
         conn = self._conn = _Connection(pc=pc, track=CaptureTrack(self._read_input), loopback=provider.is_loopback)
         pc.addTrack(conn.track)
@@ -527,7 +529,7 @@ class CallEngine:
         except Exception:  # closing a broken connection must not break the teardown
             log.debug("error closing the peer connection", exc_info=True)
         if conn.loopback:
-            ice.release_loopback_only()
+            loopback_ice.release_loopback_only()
         self._set_speaking(False)
         self._answer_wanted_at = None
 

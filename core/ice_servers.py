@@ -10,7 +10,7 @@ itself. This module makes the chain real in two halves:
   then TURN over udp, tcp and tls in turn as attempts keep failing to connect.
 
 A provider on a loopback address gets no ICE servers at all; the caller then also
-holds `core.ice.acquire_loopback_only()` for the call.
+holds `base.loopback_ice.acquire_loopback_only()` for the call.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from aioice import stun
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
-from core.errors import ConfigError
-from core.logs import register_secret
+from base.errors import ConfigError
+from base.logs import register_secret
 
 log = logging.getLogger(__name__)
 

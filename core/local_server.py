@@ -29,9 +29,9 @@ import weakref
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from core import paths
-from core.errors import ProviderError
-from core.logs import redact, register_secret
+from base import paths
+from base.errors import ProviderError
+from base.logs import redact, register_secret
 
 log = logging.getLogger(__name__)
 

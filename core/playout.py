@@ -21,14 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from base.pcm import FRAME_SAMPLES, RATE, MonoConverter
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms
 
 
 @dataclass(frozen=True)
@@ -59,11 +58,11 @@ class Playout:
         clock: Callable[[], float] = time.monotonic,
         on_first_audible: Optional[Callable[[float], None]] = None,
     ) -> None:
-        self._capacity = capacity_ms * SAMPLE_RATE // 1000
-        self._max_depth = min(self._capacity, max_depth_ms * SAMPLE_RATE // 1000)
-        self._calm_samples = int(calm_s * SAMPLE_RATE)
-        self._fade = np.linspace(1.0, 0.0, fade_ms * SAMPLE_RATE // 1000, endpoint=False)
-        self._idle_after = idle_after_ms * SAMPLE_RATE // 1000
+        self._capacity = capacity_ms * RATE // 1000
+        self._max_depth = min(self._capacity, max_depth_ms * RATE // 1000)
+        self._calm_samples = int(calm_s * RATE)
+        self._fade = np.linspace(1.0, 0.0, fade_ms * RATE // 1000, endpoint=False)
+        self._idle_after = idle_after_ms * RATE // 1000
         self._threshold = audible_threshold
         self._clock = clock
         self._on_first_audible = on_first_audible
@@ -161,7 +160,7 @@ class Playout:
             self._shed_latency(n)
         if audible_at is not None and self._on_first_audible is not None:
             start = self._clock() if play_time is None else play_time
-            self._on_first_audible(start + audible_at / SAMPLE_RATE)
+            self._on_first_audible(start + audible_at / RATE)
 
     def _remember(self, played: np.ndarray) -> None:
         k = len(played)
@@ -197,42 +196,6 @@ class Playout:
                 self._drop(unused)
             self._calm_min = self._capacity
             self._calm_read = 0
-
-
-class MonoConverter:
-    """Decoded frames to int16 mono 48 kHz, without resampling what already is."""
-
-    def __init__(self) -> None:
-        self._sum = np.zeros(5760, dtype=np.int32)
-        self._mono = np.zeros(5760, dtype=np.int16)
-        self._resampler: Optional[av.AudioResampler] = None
-
-    def convert(self, frame: av.AudioFrame) -> np.ndarray:
-        """int16 mono samples of frame; the array is reused by the next call."""
-        channels = len(frame.layout.channels)
-        if frame.format.name != "s16" or frame.sample_rate != SAMPLE_RATE or channels > 2:
-            return self._resample(frame)
-        n = frame.samples
-        packed = np.frombuffer(frame.planes[0], dtype=np.int16, count=n * channels)
-        if channels == 1:
-            return packed
-        if n > len(self._sum):
-            self._sum = np.zeros(n, dtype=np.int32)
-            self._mono = np.zeros(n, dtype=np.int16)
-        total = self._sum[:n]
-        np.add(packed[0::2], packed[1::2], out=total, dtype=np.int32)
-        np.right_shift(total, 1, out=total)
-        mono = self._mono[:n]
-        mono[:] = total
-        return mono
-
-    def _resample(self, frame: av.AudioFrame) -> np.ndarray:
-        if self._resampler is None:
-            log.info("resampling %s %d Hz playback to s16 mono 48 kHz",
-                     frame.format.name, frame.sample_rate)
-            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        chunks = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        return np.concatenate(chunks) if chunks else self._mono[:0]
 
 
 async def play_track(track: MediaStreamTrack, playout: Playout) -> None:

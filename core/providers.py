@@ -11,7 +11,7 @@ where the key request goes and how it authenticates:
 
 The SDP exchange is the same for all: `POST BASE/realtime/calls` (or the legacy
 `BASE/realtime?model=…`) with the ephemeral key as bearer. HTTP failures become the
-user-readable errors of core.errors; every request has a bounded timeout and a bounded
+user-readable errors of base.errors; every request has a bounded timeout and a bounded
 body.
 """
 
@@ -31,9 +31,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from core.config import ProviderSettings
-from core.errors import AuthError, ConfigError, ProviderError
-from core.ice import is_loopback_host
-from core.logs import redact, register_secret
+from base.errors import AuthError, ConfigError, ProviderError
+from base.loopback_ice import is_loopback_host
+from base.logs import redact, register_secret
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from core.audio import AudioIO, DeviceAudio, FileAudio
 from core.call_state import Phase
 from core.config import Settings, load_settings
 from core.engine import CallEngine
-from core.errors import SandraError
+from base.errors import SandraError
 from core.events import EngineEvent, LatencyMeasured, Problem, ServerEvent, StateChanged, TranscriptDelta
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def main(argv: list[str]) -> int:
         build_parser().error("--out needs --wav")
     if args.duration is not None and args.duration <= 0:
         build_parser().error("--duration must be positive")
-    from core.logs import setup_logging
+    from base.logs import setup_logging
 
     setup_logging(args.verbose, log_file="talk.log")
     try:

@@ -18,7 +18,7 @@ from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QWidget
 
-from core import paths
+from base import paths
 from core.config import Settings, load_settings, save_settings
 from gui.call_session import CallSession, Engine
 from gui.engine_bridge import EngineBridge

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import paths
+from base import paths
 from core.call_state import CallState
 from core.events import TranscriptDelta
 from gui import help_dialogs

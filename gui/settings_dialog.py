@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from core import config
 from core.config import Settings
-from core.errors import ConfigError
+from base.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import argparse
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from core.errors import ConfigError
-from core.ice import is_loopback_host
+from base.errors import ConfigError
+from base.loopback_ice import is_loopback_host
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, default_port: int, remote_risk: str) -> None:

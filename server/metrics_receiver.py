@@ -31,9 +31,9 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from core import paths
-from core.errors import ConfigError
-from core.logs import setup_logging
+from base import paths
+from base.errors import ConfigError
+from base.logs import setup_logging
 from server import listen
 from server.listen import http_url, normalise_origin
 from server.metrics_store import InvalidBatch, MetricsBatch, MetricsStore, parse_batch

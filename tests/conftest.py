@@ -18,7 +18,7 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from pulse_rig import PulseRig, missing_tools  # noqa: E402
+from rig.pulse_rig import PulseRig, missing_tools  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from server.realtime.asr import Recognition, Recognizer, jsgf_grammar
 from server.realtime.responder import Responder
 from server.realtime.tts import Synthesizer
-from speech_samples import make_speech_wav, missing_tools, read_wav_int16
+from rig.speech_samples import make_speech_wav, missing_tools, read_wav_int16
 
 # (phrase, espeak voice, words a minute): a spread of intents, both voices, several speeds.
 IN_GRAMMAR = [

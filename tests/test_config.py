@@ -13,8 +13,8 @@ from keyring.errors import NoKeyringError
 
 from core import config
 from core.config import ProviderSettings, Settings, load_settings, save_settings
-from core.errors import ConfigError
-from core.logs import redact
+from base.errors import ConfigError
+from base.logs import redact
 from memory_keyring import MemoryKeyring, use_keyring, use_memory_keyring
 
 

@@ -21,9 +21,9 @@ from core.audio import DeviceAudio
 from core.call_state import Phase
 from core.engine import CallEngine
 from core.events import Problem
-from engine_helpers import Recorder, custom_settings, fast_options
-from pulse_rig import PulseRig
-from server_process import TEST_SERVER_KEY, start_server
+from rig.engine_helpers import Recorder, custom_settings, fast_options
+from rig.pulse_rig import PulseRig
+from rig.server_process import TEST_SERVER_KEY, start_server
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,10 +14,10 @@ from core.audio import DeviceAudio, FileAudio
 from core.call_state import Phase
 from core.engine import CallEngine
 from core.events import AssistantSpeaking, ServerEvent, TranscriptDelta
-from engine_helpers import Recorder, custom_settings, fast_options, is_audible
-from pulse_rig import RATE
-from server_process import TEST_SERVER_KEY, start_server
-from speech_samples import make_speech_wav, read_wav_int16
+from rig.engine_helpers import Recorder, custom_settings, fast_options, is_audible
+from rig.pulse_rig import RATE
+from rig.server_process import TEST_SERVER_KEY, start_server
+from rig.speech_samples import make_speech_wav, read_wav_int16
 
 pytestmark = pytest.mark.timeout(150)
 

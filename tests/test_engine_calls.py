@@ -13,9 +13,9 @@ from core.audio import FileAudio, read_wav
 from core.call_state import Phase
 from core.engine import CallEngine
 from core.events import LatencyMeasured
-from engine_helpers import Recorder, custom_settings, fast_options, is_audible
-from pulse_rig import tone, write_wav
-from server_process import TEST_SERVER_KEY, start_server
+from rig.engine_helpers import Recorder, custom_settings, fast_options, is_audible
+from rig.pulse_rig import tone, write_wav
+from rig.server_process import TEST_SERVER_KEY, start_server
 
 pytestmark = pytest.mark.timeout(120)
 

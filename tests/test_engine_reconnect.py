@@ -10,7 +10,7 @@ from core.backoff import ReconnectPolicy
 from core.call_state import Phase
 from core.engine import CallEngine
 from core.events import Problem
-from engine_helpers import Recorder, closed_port, custom_settings, fast_options, tone_audio
+from rig.engine_helpers import Recorder, closed_port, custom_settings, fast_options, tone_audio
 
 pytestmark = pytest.mark.timeout(120)
 

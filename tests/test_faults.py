@@ -2,7 +2,7 @@
 reason), within a bounded time, and never with a traceback in the log or on stderr.
 
 The real server's fault flags (server/realtime/cli.py) and signals cover the server
-misbehaving; the hostile provider (tests/hostile_server.py) covers answers a real server
+misbehaving; the hostile provider (rig/hostile_server.py) covers answers a real server
 would never give. Already covered elsewhere and not repeated here: a killed or stopped
 server noticed and redialled, a closed port's five attempts (test_engine_calls.py,
 test_engine_reconnect.py).
@@ -22,9 +22,9 @@ from core.backoff import ReconnectPolicy
 from core.call_state import Phase
 from core.engine import CallEngine
 from core.events import LatencyMeasured, Problem
-from engine_helpers import Recorder, custom_settings, fast_options, tone_audio
-from hostile_server import HostileServer
-from server_process import TEST_SERVER_KEY, start_server
+from rig.engine_helpers import Recorder, custom_settings, fast_options, tone_audio
+from rig.hostile_server import HostileServer
+from rig.server_process import TEST_SERVER_KEY, start_server
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from bench.fuzz import fuzz_engine
 from core.engine import CallEngine
 from core.events import TranscriptDelta
-from engine_helpers import custom_settings, fast_options
-from hostile_server import MAX_MESSAGE
+from rig.engine_helpers import custom_settings, fast_options
+from rig.hostile_server import MAX_MESSAGE
 
 SUITE_MESSAGES = 20_000
 

@@ -25,12 +25,12 @@ from PySide6.QtCore import Qt
 
 from core.config import Settings
 from core.engine import CallEngine
-from engine_helpers import custom_settings, fast_options, is_audible
+from rig.engine_helpers import custom_settings, fast_options, is_audible
 from gui.app import application, build_window, run_window
 from gui.main_window import MainWindow
-from pulse_rig import PulseRig
-from server_process import TEST_SERVER_KEY, ServerProcess, start_server
-from speech_samples import make_speech_wav, read_wav_int16
+from rig.pulse_rig import PulseRig
+from rig.server_process import TEST_SERVER_KEY, ServerProcess, start_server
+from rig.speech_samples import make_speech_wav, read_wav_int16
 
 pytestmark = pytest.mark.timeout(150)
 

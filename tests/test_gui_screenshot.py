@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtGui import QColor, QImage
 
-from core.selftest import run as run_checks
+from base.selftest import run as run_checks
 from gui.latency_plot import _P95_COLOR, _P99_COLOR, _POINT_COLOR
 
 ROOT = Path(__file__).resolve().parent.parent

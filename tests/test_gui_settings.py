@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core import config, paths
+from base import paths
+from core import config
 from core.config import Settings, load_settings
 from gui.app import application, build_window
 from gui.settings_dialog import SettingsDialog

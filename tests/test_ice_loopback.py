@@ -5,21 +5,21 @@ from __future__ import annotations
 import aioice.ice
 import pytest
 
-from core import ice
+from base import loopback_ice
 
 
 def test_loopback_candidates_only_while_held_and_counted():
     original = aioice.ice.get_host_addresses
-    ice.acquire_loopback_only()
-    ice.acquire_loopback_only()
+    loopback_ice.acquire_loopback_only()
+    loopback_ice.acquire_loopback_only()
     try:
         assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1"]
-        ice.release_loopback_only()  # one call ends; the other still runs on loopback
+        loopback_ice.release_loopback_only()  # one call ends; the other still runs on loopback
         assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
     finally:
-        ice.release_loopback_only()
+        loopback_ice.release_loopback_only()
     assert aioice.ice.get_host_addresses is original
-    ice.release_loopback_only()  # an extra release is harmless
+    loopback_ice.release_loopback_only()  # an extra release is harmless
     assert aioice.ice.get_host_addresses is original
 
 
@@ -29,4 +29,4 @@ def test_loopback_candidates_only_while_held_and_counted():
     (None, False),
 ])
 def test_is_loopback_host(host, loopback):
-    assert ice.is_loopback_host(host) is loopback
+    assert loopback_ice.is_loopback_host(host) is loopback

@@ -10,7 +10,7 @@ from aioice import stun
 from aiortc import RTCBundlePolicy
 from aiortc.rtcicetransport import connection_kwargs
 
-from core.errors import ConfigError
+from base.errors import ConfigError
 from core.ice_servers import (
     DEFAULT_STUN_URLS,
     IcePlan,
@@ -19,7 +19,7 @@ from core.ice_servers import (
     probe_stun,
     resolve_turn,
 )
-from core.logs import redact
+from base.logs import redact
 from fake_stun import FakeStunServer, binding_success
 
 TURN = TurnServer(host="turn.example.test", username="alice", password="s3cret-turn-pass")

@@ -11,8 +11,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 
-from core.ice import acquire_loopback_only, release_loopback_only
-from core.jitter_buffer import (
+from base.loopback_ice import acquire_loopback_only, release_loopback_only
+from base.jitter_buffer import (
     AdaptiveJitterBuffer,
     hook_adaptive_jitter_buffer,
     install_adaptive_jitter_buffer,
@@ -286,7 +286,7 @@ def test_install_refuses_what_is_not_a_stock_audio_buffer() -> None:
 
 
 def test_install_checks_the_stock_add_contract(monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.jitter_buffer as jb
+    import base.jitter_buffer as jb
 
     monkeypatch.setattr(jb, "_stock_contract_checked", False)
     monkeypatch.setattr(JitterBuffer, "add", lambda self, packet: None)

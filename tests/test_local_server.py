@@ -17,7 +17,7 @@ import pytest
 
 from core import local_server
 from core.config import ProviderSettings
-from core.errors import ProviderError
+from base.errors import ProviderError
 from core.local_server import LocalServer
 from core.providers import make_provider
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 
-from core import logs, paths
+from base import logs, paths
 
 
 def test_redact_hides_keys_tokens_and_authorization_values():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from core.playout import FRAME_SAMPLES, MonoConverter, Playout, play_track
+from base.pcm import FRAME_SAMPLES, MonoConverter
+from core.playout import Playout, play_track
 
 F = FRAME_SAMPLES
 

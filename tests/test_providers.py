@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from core.config import ProviderSettings
-from core.errors import AuthError, ConfigError, ProviderError
-from core.logs import redact
+from base.errors import AuthError, ConfigError, ProviderError
+from base.logs import redact
 from core.providers import (
     OPENAI_BASE_URL,
     AzureProvider,
@@ -23,7 +23,7 @@ from core.providers import (
     make_provider,
     parse_retry_after,
 )
-from fake_openai import ANSWER_SDP, FakeOpenAI, error_body
+from rig.fake_openai import ANSWER_SDP, FakeOpenAI, error_body
 
 API_KEY = "sk-test-provider-key-0123456789"
 OFFER = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

@@ -17,8 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from server_process import ROOT, private_env, start_server
-from speech_samples import make_speech_wav
+from rig.server_process import ROOT, private_env, start_server
+from rig.speech_samples import make_speech_wav
 
 pytestmark = pytest.mark.timeout(150)
 

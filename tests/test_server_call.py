@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.audio import level_dbfs
-from realtime_client import RealtimeClient, ephemeral_key
-from server_process import ServerProcess, start_server
+from base.pcm import level_dbfs
+from rig.realtime_client import RealtimeClient, ephemeral_key
+from rig.server_process import ServerProcess, start_server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from core.audio import write_wav
-from server_process import ServerProcess, start_server
+from rig.server_process import ServerProcess, start_server
 
 pytestmark = pytest.mark.timeout(120)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from core import ice
-from realtime_client import RealtimeClient, ephemeral_key
-from server_process import ROOT, ServerProcess, private_env, running_server, start_server
+from base import loopback_ice
+from rig.realtime_client import RealtimeClient, ephemeral_key
+from rig.server_process import ROOT, ServerProcess, private_env, running_server, start_server
 
 pytestmark = pytest.mark.timeout(90)
 BIG = b"x" * (64 * 1024 + 1)
@@ -34,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 def offer_sdp() -> str:
     """A real offer (audio + data channel) from aiortc."""
     async def make() -> str:
-        ice.acquire_loopback_only()
+        loopback_ice.acquire_loopback_only()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         try:
             pc.addTransceiver("audio", direction="sendrecv")
@@ -43,7 +43,7 @@ def offer_sdp() -> str:
             return pc.localDescription.sdp
         finally:
             await pc.close()
-            ice.release_loopback_only()
+            loopback_ice.release_loopback_only()
     return asyncio.run(make())
 
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from pulse_rig import RATE, dominant_frequency, tone
+from rig.pulse_rig import RATE, dominant_frequency, tone
 
 pytestmark = pytest.mark.timeout(60)
 

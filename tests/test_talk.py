@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from core.audio import read_wav
-from engine_helpers import is_audible
-from server_process import start_server
-from speech_samples import make_speech_wav
+from rig.engine_helpers import is_audible
+from rig.server_process import start_server
+from rig.speech_samples import make_speech_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(180)

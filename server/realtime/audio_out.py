@@ -13,20 +13,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import fractions
 import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
 
-from core.audio import FRAME_SAMPLES, RATE, SILENCE
+from base.pcm import FRAME_SAMPLES, RATE, SILENCE, PacedTrack, split_frames
 
 log = logging.getLogger(__name__)
 
-_TIME_BASE = fractions.Fraction(1, RATE)
 FRAME_S = FRAME_SAMPLES / RATE
 # Echo: a late frame is waited for this long before silence is sent in its place.
 _PASS_THROUGH_GAP_S = 3 * FRAME_S
@@ -50,26 +45,12 @@ class Playback:
     sent: int = 0
 
 
-def split_frames(pcm: np.ndarray) -> list[np.ndarray]:
-    """int16 mono samples → 20 ms frames, the last one padded with silence."""
-    pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
-    padded = (-len(pcm)) % FRAME_SAMPLES
-    if padded:
-        pcm = np.concatenate([pcm, SILENCE[:padded]])
-    return list(pcm.reshape(-1, FRAME_SAMPLES))
-
-
-class OutputTrack(MediaStreamTrack):
-    kind = "audio"
-
+class OutputTrack(PacedTrack):
     def __init__(self, pacing: Pacing) -> None:
         super().__init__()
         self._pacing = pacing
         self._queue: collections.deque[tuple[np.ndarray, Playback | None]] = collections.deque()
         self._arrived = asyncio.Event()
-        self._start: float | None = None
-        self._pts = 0
-        self.frames_sent = 0
 
     def play(self, pcm: np.ndarray) -> Playback:
         """Queue an answer; returns its Playback (an empty answer finishes at once)."""
@@ -109,31 +90,11 @@ class OutputTrack(MediaStreamTrack):
         self.clear()
         super().stop()
 
-    async def recv(self) -> AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
+    async def wait_for_next(self) -> None:
         if self._pacing is Pacing.CLOCK:
-            await self._wait_for_tick()
+            await super().wait_for_next()
         else:
             await self._wait_for_frame()
-        if self.readyState != "live":
-            raise MediaStreamError
-        samples = self._next_samples()
-        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = _TIME_BASE
-        self._pts += FRAME_SAMPLES
-        self.frames_sent += 1
-        return frame
-
-    async def _wait_for_tick(self) -> None:
-        now = time.monotonic()
-        if self._start is None or now - (self._start + self._pts / RATE) > 5 * FRAME_S:
-            # First frame, or the loop stalled: restart the clock rather than burst to catch up.
-            self._start = now - self._pts / RATE
-            return
-        await asyncio.sleep(max(0.0, self._start + self._pts / RATE - now))
 
     async def _wait_for_frame(self) -> None:
         if self._queue:
@@ -144,7 +105,7 @@ class OutputTrack(MediaStreamTrack):
         except asyncio.TimeoutError:
             pass
 
-    def _next_samples(self) -> np.ndarray:
+    def next_samples(self) -> np.ndarray:
         if not self._queue:
             return SILENCE
         samples, playback = self._queue.popleft()

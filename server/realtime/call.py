@@ -23,8 +23,8 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from core.audio import FRAME_SAMPLES, RATE
-from core.jitter_buffer import hook_adaptive_jitter_buffer
+from base.pcm import FRAME_SAMPLES, RATE
+from base.jitter_buffer import hook_adaptive_jitter_buffer
 from server.realtime import events
 from server.realtime.audio_out import OutputTrack, Pacing
 from server.realtime.events import ClientEvent, EventError, new_id, server_event

@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 
-from core.errors import ConfigError
-from core.logs import register_secret, setup_logging
+from base.errors import ConfigError
+from base.logs import register_secret, setup_logging
 from server import listen
 from server.realtime.app import ServerOptions
 from server.realtime.call import Mode

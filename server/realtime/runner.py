@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from core import ice
+from base import loopback_ice
 from server.listen import http_url
 from server.realtime.app import RealtimeServer, ServerOptions
 from server.realtime.call import Mode
@@ -37,15 +37,15 @@ class RunningServer:
                 await self.server.speech.close()
         finally:
             if self.loopback:
-                ice.release_loopback_only()
+                loopback_ice.release_loopback_only()
 
 
 async def start_server(host: str, port: int, options: ServerOptions) -> RunningServer:
     """Listen on host:port (0 = any free port); the speech engine is ready before it returns."""
-    loopback = ice.is_loopback_host(host)
+    loopback = loopback_ice.is_loopback_host(host)
     if loopback:
         # Loopback host candidates only, so a call to a loopback server never leaves the machine.
-        ice.acquire_loopback_only()
+        loopback_ice.acquire_loopback_only()
     runner: web.AppRunner | None = None
     speech: SpeechEngine | None = None
     try:
@@ -63,7 +63,7 @@ async def start_server(host: str, port: int, options: ServerOptions) -> RunningS
         if speech is not None:
             await speech.close()
         if loopback:
-            ice.release_loopback_only()
+            loopback_ice.release_loopback_only()
         raise
 
 

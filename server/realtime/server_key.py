@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import paths
+from base import paths
 
 ENV_VAR = "SANDRA_SERVER_KEY"
 KEY_FILE = "server_key"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.audio import level_dbfs
+from base.pcm import level_dbfs
 
 # OpenAI's threshold is 0..1 (default 0.5); map it onto a dBFS gate: 0.5 → -45 dBFS,
 # well above dither (-60) and well below normal speech (-30 … -15).

@@ -1,7 +1,7 @@
 """A hostile provider for the client engine: FakeOpenAI's HTTP endpoints with a real
 aiortc peer behind `POST …/realtime/calls`, so a test can put anything on `oai-events`.
 
-FakeOpenAI (tests/fake_openai.py) already checks keys, records requests and answers
+FakeOpenAI (rig/fake_openai.py) already checks keys, records requests and answers
 canned errors (token 401/429/500, garbage SDP, delays); this adds only the WebRTC side:
 each accepted offer gets a real answer, silence on the audio track (so the engine's
 watchdog sees a live peer) and a data channel the test can flood or close.
@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
-from core import ice
-from fake_openai import ANSWER_SDP, FakeOpenAI
+from base import loopback_ice
+from rig.fake_openai import ANSWER_SDP, FakeOpenAI
 from server.realtime.audio_out import OutputTrack, Pacing
 
 # aiortc refuses to send a data-channel message above the peer's limit (64 KiB by default).
@@ -57,7 +57,7 @@ class HostilePeer:
         self._loopback = False
 
     async def answer(self, offer_sdp: str) -> str:
-        ice.acquire_loopback_only()
+        loopback_ice.acquire_loopback_only()
         self._loopback = True
 
         @self.pc.on("datachannel")
@@ -84,7 +84,7 @@ class HostilePeer:
         await self.pc.close()
         if self._loopback:
             self._loopback = False
-            ice.release_loopback_only()
+            loopback_ice.release_loopback_only()
 
 
 class HostileServer(FakeOpenAI):

@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from core import paths
+from base import paths
 
 # Bearer tokens, API keys (sk-…), ephemeral keys (ek_…) and Authorization header values.
 _SECRET_PATTERNS = [

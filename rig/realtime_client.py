@@ -20,8 +20,8 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from core import ice
-from core.audio import RATE, level_dbfs
+from base import loopback_ice
+from base.pcm import RATE, level_dbfs
 from server.realtime.audio_out import OutputTrack, Pacing, Playback
 from server.realtime.call import mono_samples
 
@@ -80,7 +80,7 @@ class RealtimeClient:
                       timeout: float = 15) -> RealtimeClient:
         """A connected call (data channel open) using the ephemeral key `key`."""
         client = cls(base_url)
-        ice.acquire_loopback_only()
+        loopback_ice.acquire_loopback_only()
         client._loopback = True
         try:
             client.pc.addTrack(client.mic)
@@ -171,5 +171,5 @@ class RealtimeClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._loopback:
             self._loopback = False
-            ice.release_loopback_only()
+            loopback_ice.release_loopback_only()
 

@@ -13,7 +13,7 @@ from core.call_state import Phase
 from core.config import Settings
 from core.engine import CallEngine, EngineOptions
 from core.events import EngineEvent, StateChanged
-from pulse_rig import tone, write_wav
+from rig.pulse_rig import tone, write_wav
 
 
 def closed_port() -> int:
