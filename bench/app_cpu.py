@@ -32,7 +32,7 @@ from server.realtime.tts import Synthesizer
 
 log = logging.getLogger(__name__)
 
-CONNECTED_MARK = "-> Connected"  # core.call_state's log line for the state change
+CONNECTED_MARK = "-> Connected"  # core.call.state's log line for the state change
 CONNECT_TIMEOUT_S = 60.0
 WARMUP_S = 3.0  # the first plot draw, device start-up and the server's warm-up are not the steady state
 QUESTION = "what time is it"

@@ -24,9 +24,9 @@ from typing import Any
 
 
 from bench.figures import Figures, figure, print_table  # noqa: E402
-from core.call_state import Phase  # noqa: E402
-from core.engine import CallEngine  # noqa: E402
-from rig.engine_helpers import Recorder, custom_settings, fast_options, tone_audio  # noqa: E402
+from core.call.state import Phase  # noqa: E402
+from core.call.engine import CallEngine  # noqa: E402
+from rig.engine_helpers import Recorder, custom_settings, engine_options, tone_audio  # noqa: E402
 from rig.server_process import TEST_SERVER_KEY, ServerProcess, private_env, start_server  # noqa: E402
 
 RECOVER_S = 40.0  # the whole backoff schedule (1+2+4+8+16 s) plus a restart
@@ -52,7 +52,7 @@ async def chaos(cycles: int, seed: int, tmp: Path) -> dict[str, Any]:
     server = start_server(tmp, "--mode", "echo")
     port = str(server.port)
     engine = CallEngine(custom_settings(server.base_url), audio=tone_audio(tmp), api_key=TEST_SERVER_KEY,
-                        options=fast_options())
+                        options=engine_options())
     recorder = Recorder(engine)
     for role, text in CONVERSATION:
         engine.history.add(role, text)

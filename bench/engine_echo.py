@@ -31,7 +31,7 @@ from bench.jitter_relay import JitterRelay
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
 from base.pcm import FRAME_SAMPLES, RATE
 from core.audio import AudioIO, FrameSink, FrameSource, Pull, WavSink
-from core.call_state import Phase
+from core.call.state import Phase
 from core.providers import EphemeralKey, Provider
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 
-from core.call_state import Phase  # noqa: E402
-from core.engine import CallEngine  # noqa: E402
-from core.events import TranscriptDelta  # noqa: E402
-from rig.engine_helpers import custom_settings, fast_options, tone_audio  # noqa: E402
+from core.call.state import Phase  # noqa: E402
+from core.call.engine import CallEngine  # noqa: E402
+from core.call.events import TranscriptDelta  # noqa: E402
+from rig.engine_helpers import custom_settings, engine_options, tone_audio  # noqa: E402
 from rig.hostile_server import HostileServer, drain, hostile_messages  # noqa: E402
 from rig.pulse_rig import tone  # noqa: E402
 from rig.realtime_client import RealtimeClient, ephemeral_key  # noqa: E402
@@ -102,7 +102,7 @@ async def fuzz_engine(count: int, seed: int, tmp: Path) -> dict[str, Any]:
     try:
         async with HostileServer() as hostile:
             engine = CallEngine(custom_settings(hostile.base_url), audio=tone_audio(tmp), api_key=hostile.api_key,
-                                options=fast_options())
+                                options=engine_options())
             engine.subscribe(lambda e: finals.append(e.text) if isinstance(e, TranscriptDelta) and e.final else None)
             try:
                 await engine.start()
@@ -133,7 +133,7 @@ async def fuzz_engine(count: int, seed: int, tmp: Path) -> dict[str, Any]:
         root.removeHandler(counter)
         root.setLevel(old_level)
         asyncio.get_running_loop().set_exception_handler(None)
-    figures.update(engine_log_lines=counter.count("core.engine"), all_log_lines=sum(counter.by_logger.values()),
+    figures.update(engine_log_lines=counter.count("core.call.engine"), all_log_lines=sum(counter.by_logger.values()),
                    log_lines_by_logger=counter.by_logger, tracebacks=counter.tracebacks[:3],
                    loop_errors=loop_errors[:3])
     return figures

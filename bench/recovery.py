@@ -32,7 +32,7 @@ from bench.figures import Figures, figures_from, print_table
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
 from base.pcm import SILENCE
 from core.audio import FileAudio, write_wav
-from core.call_state import Phase
+from core.call.state import Phase
 from rig.realtime_client import RealtimeClient, ephemeral_key
 
 log = logging.getLogger(__name__)

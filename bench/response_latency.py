@@ -23,8 +23,8 @@ from pathlib import Path
 from bench.figures import Figures, cli, figures_from
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
 from core.audio import FileAudio, write_wav
-from core.call_state import Phase
-from core.events import EngineEvent, LatencyMeasured
+from core.call.state import Phase
+from core.call.events import EngineEvent, LatencyMeasured
 from core.talk import Progress, one_turn
 from server.realtime.tts import Synthesizer
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.audio import AudioIO
-from core.call_state import Phase
+from core.call.state import Phase
 from core.config import Settings
-from core.engine import CallEngine, EngineOptions
-from core.events import EngineEvent, StateChanged
+from core.call.engine import CallEngine, EngineOptions
+from core.call.events import EngineEvent, StateChanged
 from core.providers import Provider
 
 

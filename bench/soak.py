@@ -29,7 +29,7 @@ from bench.figures import Figures, cli, figure  # noqa: E402
 from base.pcm import SILENCE
 from core.audio import FileAudio, write_wav  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.engine import CallEngine, EngineOptions  # noqa: E402
+from core.call.engine import CallEngine, EngineOptions  # noqa: E402
 from gui.app import application, build_window  # noqa: E402
 
 log = logging.getLogger(__name__)

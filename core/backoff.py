@@ -3,6 +3,10 @@
 A pure object (no sleeping, no timers, no I/O) so the schedule is exact and cheap to
 test; whoever reconnects owns the timer and asks this object for each delay.
 The seed's schedule: min(1 s * 2^attempt, 30 s) -> 1, 2, 4, 8, 16 s, at most 5 attempts.
+
+The schedule starts again only after a connection has proven itself (stayed up
+`proven_after` seconds, or completed a turn): a provider that accepts and drops at
+once must not make the call reconnect forever.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ class ReconnectPolicy:
     max_attempts: int = 5
     jitter: float = 0.0
     seed: int | None = None
+    proven_after: float = 10.0
     attempt: int = field(default=0, init=False)
+    _up_since: float | None = field(default=None, init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,5 +67,20 @@ class ReconnectPolicy:
         return delay
 
     def reset(self) -> None:
-        """A connection succeeded: the next failure starts the schedule again."""
+        """A new call: the whole budget again."""
         self.attempt = 0
+        self._up_since = None
+
+    def connected(self, now: float) -> None:
+        """A connection is up; it is not yet proven."""
+        self._up_since = now
+
+    def proven(self) -> None:
+        """The connection completed a turn: the next failure starts the schedule again."""
+        self.attempt = 0
+
+    def disconnected(self, now: float) -> None:
+        """The connection ended; one that stayed up long enough proved itself."""
+        if self._up_since is not None and now - self._up_since >= self.proven_after:
+            self.attempt = 0
+        self._up_since = None

@@ -21,10 +21,10 @@ from typing import Any
 from base import paths
 from base.errors import ConfigError
 from base.logs import register_secret
+from core.provider_catalog import DEFAULT_KIND, KINDS
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("local", "openai", "azure", "custom", "token_url")
 SETTINGS_FILE = "settings.json"
 SETTINGS_VERSION = 1
 KEYRING_SERVICE = "sandra-desktop"
@@ -40,21 +40,21 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
+# Fields whose value is one of a few words.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "provider": tuple(KINDS),
+    "vad": ("server_vad", "semantic_vad"),
+    "eagerness": ("auto", "low", "medium", "high"),
+    "noise_reduction": ("", "near_field", "far_field"),
+}
+
+
 @dataclass(frozen=True)
-class ProviderSettings:
-    """What core.providers needs to build a provider; no secrets here."""
-
-    kind: str = "local"
-    base_url: str = ""
-    token_url: str = ""
-    azure_resource: str = ""
-    model: str = "gpt-realtime"
-    legacy_calls_endpoint: bool = False
-
-
-@dataclass
 class Settings:
-    provider: str = "local"
+    """What the user chose. Frozen: a change is a new Settings, written by the app alone
+    (core/config.save_settings from gui/app.py or `talk`), handed to the engine."""
+
+    provider: str = DEFAULT_KIND
     base_url: str = ""
     token_url: str = ""
     azure_resource: str = ""
@@ -72,18 +72,15 @@ class Settings:
     # base64 of Qt's saveGeometry(); opaque here.
     window_geometry: str | None = None
     legacy_calls_endpoint: bool = False
+    # Hands-free turn detection and the cloud's own input options (issue: hands-free).
+    vad: str = "server_vad"
+    eagerness: str = "auto"
+    noise_reduction: str = ""  # "" = off
+    language: str = ""  # transcription language (ISO-639-1); "" = let the server guess
+    echo_cancellation: bool = True  # on the microphone path in hands-free
+    noise_suppression: bool = True
     # Problems met while loading, for the window to show; never saved.
-    load_warnings: list[str] = field(default_factory=list, compare=False, repr=False)
-
-    def provider_settings(self) -> ProviderSettings:
-        return ProviderSettings(
-            kind=self.provider,
-            base_url=self.base_url,
-            token_url=self.token_url,
-            azure_resource=self.azure_resource,
-            model=self.model,
-            legacy_calls_endpoint=self.legacy_calls_endpoint,
-        )
+    load_warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in _SAVED_FIELDS}
@@ -98,8 +95,8 @@ _DEFAULTS = Settings()
 def _valid(name: str, value: Any) -> bool:
     """Whether `value` may stand in field `name` (type and range)."""
     default = getattr(_DEFAULTS, name)
-    if name == "provider":
-        return value in PROVIDERS
+    if name in CHOICES:
+        return value in CHOICES[name]
     if name == "transcript_retention_days":
         return type(value) is int and 0 <= value <= MAX_RETENTION_DAYS
     if isinstance(default, bool):
@@ -141,27 +138,26 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings()
     except OSError as exc:
         log.warning("cannot read %s: %s", path, exc)
-        return Settings(load_warnings=[f"The settings file could not be read ({exc}); using default settings."])
+        return Settings(load_warnings=(f"The settings file could not be read ({exc}); using default settings.",))
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        return Settings(load_warnings=[_set_aside(path, f"not valid JSON: {exc}")])
+        return Settings(load_warnings=(_set_aside(path, f"not valid JSON: {exc}"),))
     if not isinstance(data, dict):
-        return Settings(load_warnings=[_set_aside(path, "not a JSON object")])
+        return Settings(load_warnings=(_set_aside(path, "not a JSON object"),))
 
-    settings = Settings()
+    values: dict[str, Any] = {}
+    warnings: list[str] = []
     for f in _SAVED_FIELDS:
         if f.name not in data:
             continue
         value = data[f.name]
         if _valid(f.name, value):
-            setattr(settings, f.name, value)
+            values[f.name] = value
         else:
             log.warning("setting %s has an unusable value; using the default", f.name)
-            settings.load_warnings.append(
-                f"The setting '{f.name}' had an unusable value and was reset to its default."
-            )
-    return settings
+            warnings.append(f"The setting '{f.name}' had an unusable value and was reset to its default.")
+    return Settings(**values, load_warnings=tuple(warnings))
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
@@ -185,6 +181,80 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
 
 
 # --- secrets ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What the app read from the keyring (or the environment) for a call; never in a log."""
+
+    api_key: str | None = field(default=None, repr=False)
+    turn_password: str | None = field(default=None, repr=False)
+
+
+def keyring_name() -> str | None:
+    """The usable system keyring's name, or None when there is none (blocking: off the loop)."""
+    import keyring
+    from keyring.backends import fail
+
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:  # a broken D-Bus or backend: as good as none
+        log.warning("no keyring (%s)", type(exc).__name__)
+        return None
+    if isinstance(backend, fail.Keyring):
+        return None
+    return str(getattr(backend, "name", type(backend).__name__))
+
+
+def stored_keys() -> dict[str, str]:
+    """Every provider's stored key (environment first), for the settings dialog. Blocking."""
+    found = {}
+    for provider, described in KINDS.items():
+        if described.takes_key:
+            key = get_api_key(provider)
+            if key:
+                found[provider] = key
+    return found
+
+
+def read_secrets(provider: str) -> Secrets:
+    """The provider's key and the TURN password. Blocking (a keyring may prompt): off the loop."""
+    return Secrets(api_key=get_api_key(provider), turn_password=get_turn_password())
+
+
+# What a change of secrets says of each: a new value, or "remove it".
+REMOVE = ""
+
+
+@dataclass(frozen=True)
+class SettingsChange:
+    """What the settings dialog returns: new settings and the secrets the user changed.
+
+    `api_keys` maps a provider to its new key (REMOVE to delete it); providers not named
+    keep theirs. `turn_password` None means unchanged. `persist` is the one writer.
+    """
+
+    settings: Settings
+    api_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    turn_password: str | None = field(default=None, repr=False)
+
+
+def persist(change: SettingsChange, path: Path | None = None) -> None:
+    """Write the keyring, then the settings file. Blocking: call it off the window's thread.
+
+    Raises ConfigError (e.g. no usable keyring) before the file is written.
+    """
+    for provider, key in change.api_keys.items():
+        if key:
+            set_api_key(provider, key)
+        else:
+            delete_api_key(provider)
+    if change.turn_password is not None:
+        if change.turn_password:
+            set_turn_password(change.turn_password)
+        else:
+            delete_turn_password()
+    save_settings(change.settings, path)
 
 _NO_KEYRING = (
     "No usable system keyring was found to keep the {what} safe. Install or unlock one "
@@ -229,8 +299,8 @@ def _keyring_delete(user: str) -> None:
 
 
 def _check_provider(provider: str) -> None:
-    if provider not in PROVIDERS:
-        raise ConfigError(f"Unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}.")
+    if provider not in KINDS:
+        raise ConfigError(f"Unknown provider {provider!r}; choose one of {', '.join(KINDS)}.")
 
 
 def get_api_key(provider: str) -> str | None:

@@ -174,3 +174,33 @@ def _checked_url(url: str) -> str:
     if parts.username is None and parts.password is None:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class MetricsOutlet:
+    """Where the telemetry's batches go: a sender made on the first batch, if a URL is set.
+
+    A URL that cannot be used is said once (not every 10 measurements) and then ignored.
+    """
+
+    def __init__(self, url: str, on_problem: Callable[[str], None]) -> None:
+        self._url = url
+        self._on_problem = on_problem
+        self._sender: MetricsSender | None = None
+        self._refused = False
+
+    def submit(self, payload: dict[str, Any]) -> None:
+        if not self._url or self._refused:
+            return
+        if self._sender is None:
+            try:
+                self._sender = MetricsSender(self._url)
+            except ValueError as exc:
+                self._refused = True
+                self._on_problem(f"Latency figures are not sent: the metrics URL is not usable ({exc}).")
+                return
+        self._sender.submit(payload)
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            await self._sender.close()
+            self._sender = None

@@ -198,8 +198,12 @@ class Playout:
             self._calm_read = 0
 
 
-async def play_track(track: MediaStreamTrack, playout: Playout) -> None:
-    """Move every frame of track into playout as soon as it is decoded, until it ends."""
+async def play_track(track: MediaStreamTrack, playout: Playout,
+                     accept: Callable[[], bool] = lambda: True) -> None:
+    """Move every frame of track into playout as soon as it is decoded, until it ends.
+
+    A frame arriving while `accept()` is False is dropped (a cut answer still in flight).
+    """
     converter = MonoConverter()
     while True:
         try:
@@ -207,4 +211,5 @@ async def play_track(track: MediaStreamTrack, playout: Playout) -> None:
         except MediaStreamError:
             log.debug("remote audio track ended")
             return
-        playout.write(converter.convert(frame))
+        if accept():
+            playout.write(converter.convert(frame))

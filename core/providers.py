@@ -9,6 +9,8 @@ where the key request goes and how it authenticates:
 - token_url: the deployment's own endpoint that returns the same JSON (the seed's widget
   got its token from its backend), optionally with a bearer key of its own.
 
+Which kinds exist, and what each needs, is described once in core/provider_catalog.py.
+
 The SDP exchange is the same for all: `POST BASE/realtime/calls` (or the legacy
 `BASE/realtime?model=…`) with the ephemeral key as bearer. HTTP failures become the
 user-readable errors of base.errors; every request has a bounded timeout and a bounded
@@ -30,14 +32,14 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from core.config import ProviderSettings
+from core.config import Settings
+from core.provider_catalog import OPENAI_BASE_URL, Auth, kind as provider_kind
 from base.errors import AuthError, ConfigError, ProviderError
 from base.loopback_ice import is_loopback_host
 from base.logs import redact, register_secret
 
 log = logging.getLogger(__name__)
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 KEY_TTL_SECONDS = 600
 # Answers are a few KB of JSON or SDP; anything near this is not a realtime server.
 MAX_BODY_BYTES = 1_000_000
@@ -211,82 +213,68 @@ class Provider(ABC):
 class BearerProvider(Provider):
     """OpenAI and everything that copies its API: the key as a bearer token (or no key)."""
 
-    def __init__(self, label: str, base_url: str, api_key: str | None, model: str, **options: Any) -> None:
+    def __init__(self, label: str, base_url: str, api_key: str | None, model: str, *, auth: Auth = Auth.BEARER,
+                 token_url: str | None = None, auth_hint: str | None = None, **options: Any) -> None:
         super().__init__(label, base_url, model, **options)
         register_secret(api_key)
         self._api_key = api_key
+        self._auth = auth
+        # A deployment's own token endpoint (the seed's widget got its token from its backend).
+        self.token_url = _check_url(token_url, "token URL") if token_url is not None else None
+        if auth_hint:
+            self.auth_hint = auth_hint
 
     def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        if not self._api_key:
+            return {}
+        if self._auth is Auth.API_KEY_HEADER:
+            return {"api-key": self._api_key}
+        return {"Authorization": f"Bearer {self._api_key}"}
 
     def _key_request(self, body: dict[str, Any]) -> _Request:
-        return _Request(f"{self.base_url}/realtime/client_secrets", self._auth_headers(), body)
-
-
-class AzureProvider(BearerProvider):
-    """Azure OpenAI: same API under /openai/v1, resource key in the `api-key` header."""
-
-    def _auth_headers(self) -> dict[str, str]:
-        return {"api-key": self._api_key} if self._api_key else {}
-
-
-class LocalProvider(BearerProvider):
-    """The built-in server: the random key it was started with is the bearer key."""
-
-    auth_hint = "The built-in local server refused the app's key. Restart Sandra."
-
-
-class TokenUrlProvider(BearerProvider):
-    """A deployment's own token endpoint returning the client-secret JSON; calls go to BASE."""
-
-    auth_hint = "The token URL refused the request. Check the token URL and its key in Settings."
-
-    def __init__(self, label: str, base_url: str, token_url: str, api_key: str | None, model: str, **options: Any) -> None:
-        super().__init__(label, base_url, api_key, model, **options)
-        self.token_url = _check_url(token_url, "token URL")
-
-    def _key_request(self, body: dict[str, Any]) -> _Request:
-        return _Request(self.token_url, self._auth_headers(), body)
+        return _Request(self.token_url or f"{self.base_url}/realtime/client_secrets", self._auth_headers(), body)
 
 
 def make_provider(
-    settings: ProviderSettings,
+    settings: Settings,
     api_key: str | None,
     local_base_url: str | None = None,
     local_server_key: str | None = None,
 ) -> Provider:
     """The provider the settings describe; ConfigError says what is missing."""
-    options = {"legacy_calls_endpoint": settings.legacy_calls_endpoint}
-    kind = settings.kind
-    if kind == "local":
+    try:
+        described = provider_kind(settings.provider)
+    except KeyError:
+        raise ConfigError(f"Unknown provider {settings.provider!r}. Choose one in Settings.") from None
+    options: dict[str, Any] = {"legacy_calls_endpoint": settings.legacy_calls_endpoint, "auth": described.auth}
+    model = settings.model or described.default_model
+    if described.id == "local":
         if not local_base_url or not local_server_key:
             raise ConfigError("The built-in local server is not running.")
-        return LocalProvider("the built-in local server", local_base_url, local_server_key, settings.model, **options)
-    if kind == "openai":
-        _need_key(api_key, "OpenAI")
-        return BearerProvider("OpenAI", OPENAI_BASE_URL, api_key, settings.model, **options)
-    if kind == "azure":
-        _need_key(api_key, "Azure OpenAI")
-        return AzureProvider("Azure OpenAI", _azure_base_url(settings), api_key, settings.model, **options)
-    if kind == "custom":
-        if not settings.base_url:
-            raise ConfigError("Enter the provider's base URL in Settings (for example https://host/v1).")
-        return BearerProvider(urlsplit(settings.base_url).netloc or "the provider", settings.base_url, api_key,
-                              settings.model, **options)
-    if kind == "token_url":
+        return BearerProvider("the built-in local server", local_base_url, local_server_key, described.default_model,
+                              auth_hint="The built-in local server refused the app's key. Restart Sandra.", **options)
+    if described.needs_key and not api_key:
+        raise ConfigError(f"No {described.label} API key. Enter it in Settings, or set SANDRA_API_KEY.")
+    if described.uses_token_url:
         if not settings.token_url:
             raise ConfigError("Enter the token URL in Settings.")
         base = settings.base_url or OPENAI_BASE_URL
-        return TokenUrlProvider(urlsplit(base).netloc, base, settings.token_url, api_key, settings.model, **options)
-    raise ConfigError(f"Unknown provider {kind!r}. Choose one in Settings.")
+        return BearerProvider(urlsplit(base).netloc, base, api_key, model, token_url=settings.token_url,
+                              auth_hint="The token URL refused the request. Check the token URL and its key in Settings.",
+                              **options)
+    if described.uses_azure_resource:
+        base = _azure_base_url(settings)
+    elif described.uses_base_url:
+        if not settings.base_url:
+            raise ConfigError("Enter the provider's base URL in Settings (for example https://host/v1).")
+        base = settings.base_url
+    else:
+        base = OPENAI_BASE_URL
+    label = described.label if not described.uses_base_url else (urlsplit(base).netloc or "the provider")
+    return BearerProvider(label, base, api_key, model, **options)
 
 
-def _need_key(api_key: str | None, name: str) -> None:
-    if not api_key:
-        raise ConfigError(f"No {name} API key. Enter it in Settings, or set SANDRA_API_KEY.")
-
-
-def _azure_base_url(settings: ProviderSettings) -> str:
+def _azure_base_url(settings: Settings) -> str:
     if settings.base_url:  # a custom domain or a proxy in front of Azure
         return settings.base_url
     resource = settings.azure_resource.strip()

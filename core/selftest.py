@@ -15,7 +15,7 @@ import numpy as np
 
 from core.audio import FileAudio, read_wav, write_wav
 from core.config import Settings
-from core.engine import CallEngine, EngineOptions
+from core.call.engine import CallEngine, EngineOptions
 from core.talk import Progress, one_turn, wait_connected
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -15,11 +16,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.audio import AudioIO, DeviceAudio, FileAudio
-from core.call_state import Phase
-from core.config import Settings, load_settings
-from core.engine import CallEngine
+from core.call.state import Phase
 from base.errors import SandraError
-from core.events import EngineEvent, LatencyMeasured, Problem, ServerEvent, StateChanged, TranscriptDelta
+from core.call.engine import CallEngine
+from core.config import Settings, load_settings, read_secrets
+from core.call.events import EngineEvent, LatencyMeasured, Problem, ServerEvent, StateChanged, TranscriptDelta
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
+    """The saved settings with this command's choices on top (nothing is saved back)."""
     settings = load_settings()
     provider = args.provider or settings.provider
     if provider in ("local", "openai", "azure"):
-        settings.provider = provider
+        changes: dict[str, Any] = {"provider": provider}
     elif provider.startswith(("http://", "https://")):
-        settings.provider, settings.base_url = "custom", provider.rstrip("/")
+        changes = {"provider": "custom", "base_url": provider.rstrip("/")}
     else:
         raise SandraError(f"Unknown provider {provider!r}: use local, openai, azure or a base URL (http://…/v1).")
-    settings.hands_free = bool(args.hands_free)
+    changes["hands_free"] = bool(args.hands_free)
     if args.metrics_url:
-        settings.metrics_url = args.metrics_url
-    return settings
+        changes["metrics_url"] = args.metrics_url
+    return dataclasses.replace(settings, **changes)
+
 
 
 class EventLog:
@@ -154,9 +157,10 @@ async def _interactive(engine: CallEngine) -> None:
 
 async def run_talk(args: argparse.Namespace) -> int:
     settings = settings_for(args)
+    secrets = await asyncio.get_running_loop().run_in_executor(None, read_secrets, settings.provider)
     audio: AudioIO = FileAudio(args.wav, args.out) if args.wav else DeviceAudio(settings.input_device, settings.output_device)
     events_file = open(args.events, "w", encoding="utf-8") if args.events else None
-    engine = CallEngine(settings, audio=audio)
+    engine = CallEngine(settings, audio=audio, secrets=secrets)
     progress = Progress()
     engine.subscribe(EventLog(events_file))
     engine.subscribe(progress)

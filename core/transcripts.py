@@ -51,7 +51,8 @@ class TranscriptLog:
         self.path = self.directory / f"{stamp}_{self.session_id[:8]}{SUFFIX}"
         # Line-buffered text; owner-only, since a conversation is private.
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        # A lone surrogate in a server transcript must not stop the log: write it escaped.
+        self._file = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
 
     def close(self) -> None:
         if self._file is not None:

@@ -19,7 +19,11 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QWidget
 
 from base import paths
-from core.config import Settings, load_settings, save_settings
+import dataclasses
+
+from base.errors import ConfigError
+from core import config
+from core.config import Settings, SettingsChange, load_settings
 from gui.call_session import CallSession, Engine
 from gui.engine_bridge import EngineBridge
 from gui.main_window import LatencyStats, MainWindow
@@ -61,6 +65,8 @@ def build_window(
     session.setParent(window)
     if settings.load_warnings:  # e.g. a corrupt settings file was set aside: say so, don't crash
         window.banner.show_problem(" ".join(settings.load_warnings), False)
+    window.settings_requested.connect(lambda: session.spawn(open_settings(window), "open the settings"))
+    session.key_needed.connect(lambda provider: session.spawn(ask_for_key(window, provider), "ask for the API key"))
     return window
 
 
@@ -113,12 +119,11 @@ async def run_window(window: MainWindow, *, connect: bool = True, probe: bool = 
 
 async def shutdown(window: MainWindow) -> None:
     """Hang up, stop the engine and its server, remember the window, then close it."""
-    settings = window.session.settings
-    settings.window_geometry = window.encoded_geometry()
+    settings = dataclasses.replace(window.session.settings, window_geometry=window.encoded_geometry())
     await window.session.close()
     try:
-        save_settings(settings)
-    except OSError as exc:
+        await asyncio.get_running_loop().run_in_executor(None, config.save_settings, settings)
+    except (OSError, ConfigError) as exc:
         log.warning("settings not saved: %s", exc)
     window.allow_close()
     window.close()
@@ -130,7 +135,6 @@ def run(argv: list[str]) -> int:
 
     application(argv)
     window = build_window(load_settings())
-    window.settings_requested.connect(lambda: _open_settings(window))
     probe = os.environ.get(PROBE_ENV) == "1"
     try:
         return int(qasync.run(_run_closing_on_signals(window, probe=probe)))
@@ -176,14 +180,47 @@ def _close_on_signal(window: MainWindow, signum: int) -> None:
     window.close()
 
 
-def _open_settings(window: MainWindow) -> None:
-    from gui.settings_dialog import SettingsDialog
+async def open_settings(window: MainWindow) -> None:
+    """The settings dialog, filled with what the keyring holds (read off the window's thread)."""
+    from gui.settings_dialog import SettingsDialog, StoredSecrets
 
-    dialog = SettingsDialog(window.session.settings, window)
+    loop = asyncio.get_running_loop()
+    keys = await loop.run_in_executor(None, config.stored_keys)
+    turn_password = await loop.run_in_executor(None, config.get_turn_password)
+    dialog = SettingsDialog(window.session.settings, StoredSecrets(keys, turn_password or ""), window)
     dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.submitted.connect(lambda change: window.session.spawn(_save_from(dialog, window, change),
+                                                                 "save the settings"))
     # open(), not exec(): a nested event loop would stall asyncio tasks under qasync.
-    dialog.accepted.connect(lambda: dialog.saved is not None and window.session.replace_settings(dialog.saved))
     dialog.open()
+
+
+async def _save_from(dialog: QWidget, window: MainWindow, change: SettingsChange) -> None:
+    try:
+        await window.session.apply(change)
+    except ConfigError as exc:
+        dialog.failed(str(exc))  # the dialog stays open with what was typed
+        return
+    dialog.accept()
+
+
+async def ask_for_key(window: MainWindow, provider: str) -> None:
+    """First run: no key for a provider that needs one. Store it (or keep it this session), then connect."""
+    from gui.key_dialog import KeyDialog
+
+    keyring = await asyncio.get_running_loop().run_in_executor(None, config.keyring_name)
+    dialog = KeyDialog(provider, keyring, window)
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.key_given.connect(lambda p, key, keep: window.session.spawn(_use_key(window, p, key, keep), "use the key"))
+    dialog.open()
+
+
+async def _use_key(window: MainWindow, provider: str, key: str, keep: bool) -> None:
+    if not keep:
+        window.session.use_key_for_session(provider, key)
+        return
+    await window.session.apply(SettingsChange(window.session.settings, {provider: key}))
+    window.session.connect_call()
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """The window's handle on the call engine.
 
-Creates the engine lazily (core.engine pulls in aiortc and av, ~0.5 s, so it is
+Creates the engine lazily (core.call.engine pulls in aiortc and av, ~0.5 s, so it is
 imported in a worker thread after the window has painted), runs the engine's
 coroutines as tracked tasks so none is left pending at exit, and turns any
 unexpected exception into a readable Problem instead of a traceback.
@@ -16,9 +16,13 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from core.call_state import CallState
-from core.config import Settings
-from core.events import EngineEvent, Problem
+import dataclasses
+
+from base.errors import ConfigError
+from core.call.events import EngineEvent, Problem
+from core.call.state import CallState
+from core.config import Secrets, Settings, SettingsChange, persist, read_secrets
+from core.provider_catalog import kind as provider_kind
 from gui.engine_bridge import EngineBridge
 
 log = logging.getLogger(__name__)
@@ -28,7 +32,7 @@ _CLOSE_WAIT_S = 5.0
 
 
 class Engine(Protocol):
-    """What the window uses of core.engine.CallEngine."""
+    """What the window uses of core.call.engine.CallEngine."""
 
     @property
     def state(self) -> CallState: ...
@@ -46,15 +50,20 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
 
-async def default_engine_factory(settings: Settings) -> Engine:
+async def default_engine_factory(settings: Settings, secrets: Secrets) -> Engine:
     loop = asyncio.get_running_loop()
-    module = await loop.run_in_executor(None, importlib.import_module, "core.engine")
-    engine: Engine = module.CallEngine(settings)
+    module = await loop.run_in_executor(None, importlib.import_module, "core.call.engine")
+    engine: Engine = module.CallEngine(settings, secrets=secrets)
     return engine
+
+
+class KeyMissing(Exception):
+    """The provider needs an API key and none is stored: the window asks for one."""
 
 
 class CallSession(QObject):
     engine_ready = Signal(object)  # the engine, once created
+    key_needed = Signal(str)  # provider id: no key stored, ask the user (first run)
 
     def __init__(
         self,
@@ -62,13 +71,19 @@ class CallSession(QObject):
         bridge: EngineBridge,
         *,
         engine: Engine | None = None,
-        factory: Callable[[Settings], Awaitable[Engine]] = default_engine_factory,
+        factory: Callable[[Settings, Secrets], Awaitable[Engine]] = default_engine_factory,
+        read: Callable[[str], Secrets] = read_secrets,
+        write: Callable[[SettingsChange], None] = persist,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self.settings = settings
         self.bridge = bridge
         self._factory = factory
+        self._read_secrets = read
+        self._persist = write
+        # A key the user chose to keep for this session only (no keyring): never written.
+        self._session_keys: dict[str, str] = {}
         self._engine: Engine | None = None
         self._creating: asyncio.Future[Engine] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -80,7 +95,7 @@ class CallSession(QObject):
         return self._engine
 
     def in_call(self) -> bool:
-        return self._engine is not None and self._engine.state.phase.value in ("connecting", "connected", "reconnecting")
+        return self._engine is not None and self._engine.state.active
 
     def _adopt(self, engine: Engine) -> None:
         self._engine = engine
@@ -90,7 +105,7 @@ class CallSession(QObject):
     async def ensure_engine(self) -> Engine:
         if self._engine is None:
             if self._creating is None:
-                self._creating = asyncio.ensure_future(self._factory(self.settings))
+                self._creating = asyncio.ensure_future(self._create())
             creating = self._creating
             try:
                 # Shielded: a cancelled caller must not cancel a creation others wait for.
@@ -103,6 +118,16 @@ class CallSession(QObject):
         assert self._engine is not None
         return self._engine
 
+    async def _create(self) -> Engine:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        secrets = await loop.run_in_executor(None, self._read_secrets, settings.provider)
+        if settings.provider in self._session_keys:
+            secrets = dataclasses.replace(secrets, api_key=self._session_keys[settings.provider])
+        if provider_kind(settings.provider).needs_key and not secrets.api_key:
+            raise KeyMissing(settings.provider)
+        return await self._factory(settings, secrets)
+
     def spawn(self, coro: Awaitable[Any], what: str) -> None:
         """Run a coroutine on the loop, tracked so close() can wait for it."""
         task = asyncio.ensure_future(self._guard(coro, what))
@@ -114,6 +139,10 @@ class CallSession(QObject):
             await coro
         except asyncio.CancelledError:
             raise
+        except KeyMissing as exc:
+            self.key_needed.emit(str(exc))
+        except ConfigError as exc:
+            self.bridge.feed(Problem(str(exc), fatal=False))
         except Exception as exc:  # noqa: BLE001 - shown to the user, logged with detail
             log.exception("could not %s", what)
             self.bridge.feed(Problem(f"Could not {what}: {exc}", fatal=False))
@@ -139,21 +168,36 @@ class CallSession(QObject):
             self._engine.release()
 
     def set_hands_free(self, on: bool) -> None:
-        self.settings.hands_free = on
+        self._keep(dataclasses.replace(self.settings, hands_free=on))
         if self._engine is not None:
             self.spawn(self._engine.set_hands_free(on), "switch hands-free")
 
     def set_devices(self, input_device: str | None, output_device: str | None) -> None:
-        self.settings.input_device, self.settings.output_device = input_device, output_device
+        self._keep(dataclasses.replace(self.settings, input_device=input_device, output_device=output_device))
         if self._engine is not None:
             self.spawn(self._engine.set_devices(input_device, output_device), "switch sound devices")
 
-    def replace_settings(self, settings: Settings) -> None:
-        """New provider settings: the engine is rebuilt from them, and a live call redialled."""
-        reconnect = self.in_call()
+    def _keep(self, settings: Settings) -> None:
+        """A choice made in the window itself: remembered at once, saved off the window's thread."""
         self.settings = settings
+        self.spawn(self._save(SettingsChange(settings)), "save the settings")
+
+    async def _save(self, change: SettingsChange) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._persist, change)
+
+    async def apply(self, change: SettingsChange) -> None:
+        """New settings from the dialog: saved (keyring first), then the engine is rebuilt from
+        them and a live call redialled. Raises ConfigError (nothing changed) if they cannot be saved."""
+        await self._save(change)
+        reconnect = self.in_call()
+        self.settings = change.settings
         old, self._engine = self._engine, None
-        self.spawn(self._swap(old, reconnect), "apply the new settings")
+        await self._swap(old, reconnect)
+
+    def use_key_for_session(self, provider: str, key: str) -> None:
+        """No keyring: keep the key in memory for this run only, then connect."""
+        self._session_keys[provider] = key
+        self.connect_call()
 
     async def _swap(self, old: Engine | None, reconnect: bool) -> None:
         if old is not None:

@@ -12,7 +12,7 @@ from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFrame, QLabel, QMenu, QScrollArea, QVBoxLayout, QWidget
 
-from core.events import TranscriptDelta
+from core.call.events import TranscriptDelta
 
 _ROLE_TITLE = {"user": "You", "assistant": "Sandra"}
 # Turns kept on screen. Each bubble costs ~140 KB of Qt memory and layout time, so a

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-from core.call_state import CallState, Phase
-from core.events import InputLevel, LatencyMeasured, StateChanged, TranscriptDelta
+from core.call.state import CallState, Phase
+from core.call.events import InputLevel, LatencyMeasured, StateChanged, TranscriptDelta
 from core.telemetry import LatencyTracker
 from gui.engine_bridge import EngineBridge
 

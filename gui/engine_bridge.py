@@ -12,11 +12,13 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal
 
-from core.events import (
+from core.call.events import (
     AssistantSpeaking,
     EngineEvent,
+    Hint,
     InputLevel,
     LatencyMeasured,
+    ModeChanged,
     Problem,
     ServerEvent,
     StateChanged,
@@ -36,6 +38,8 @@ class EngineBridge(QObject):
     assistant_speaking = Signal(bool)
     server_event = Signal(str)
     problem = Signal(str, bool)  # message, fatal
+    hint = Signal(str)
+    mode_changed = Signal(bool)  # hands-free
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -66,5 +70,9 @@ class EngineBridge(QObject):
             self.server_event.emit(event.type)
         elif isinstance(event, Problem):
             self.problem.emit(event.message, bool(event.fatal))
+        elif isinstance(event, Hint):
+            self.hint.emit(event.message)
+        elif isinstance(event, ModeChanged):
+            self.mode_changed.emit(bool(event.hands_free))
         else:  # a newer engine may send more; the window must not break on it
             log.debug("ignored engine event %s", type(event).__name__)

@@ -35,8 +35,8 @@ from PySide6.QtWidgets import (
 )
 
 from base import paths
-from core.call_state import CallState
-from core.events import TranscriptDelta
+from core.call.state import CallState, Phase
+from core.call.events import TranscriptDelta
 from gui import help_dialogs
 from gui.call_session import CallSession, Engine
 from gui.conversation_export import conversation, export
@@ -45,7 +45,7 @@ from gui.device_pickers import DevicePickers
 from gui.level_meter import LevelMeter
 from gui.problem_banner import ProblemBanner
 from gui.push_to_talk import PushToTalkButton
-from gui.status_line import StatusLine, phase_name
+from gui.status_line import StatusLine
 
 if TYPE_CHECKING:
     from gui.latency_plot import LatencyPlot
@@ -184,6 +184,8 @@ class MainWindow(QMainWindow):
         bridge.input_level.connect(self.level.set_level)
         bridge.assistant_speaking.connect(self.ptt.set_assistant_speaking)
         bridge.problem.connect(self.banner.show_problem)
+        bridge.hint.connect(self.banner.show_hint)
+        bridge.mode_changed.connect(self.show_mode)
         self.session.engine_ready.connect(self._on_engine)
         self.ptt.pressed.connect(self.press)
         self.ptt.released.connect(self.release)
@@ -239,11 +241,9 @@ class MainWindow(QMainWindow):
 
     def on_state(self, state: CallState) -> None:
         self.status_line.set_state(state)
-        phase = phase_name(state)
-        active = phase in ("connecting", "connected", "reconnecting")
-        self.connect_action.setEnabled(not active)
-        self.hang_up_action.setEnabled(active)
-        if phase == "connected":
+        self.connect_action.setEnabled(not state.active)
+        self.hang_up_action.setEnabled(state.active)
+        if state.phase is Phase.CONNECTED:
             self.banner.hide()  # an earlier problem is over once the call is back
 
     def on_transcript(self, delta: TranscriptDelta) -> None:
@@ -283,6 +283,14 @@ class MainWindow(QMainWindow):
         self.hands_free_action.setChecked(on)
         self.ptt.set_hands_free(on)
         self.session.set_hands_free(on)
+
+    def show_mode(self, hands_free: bool) -> None:
+        """The server says which mode it is in: show that, without asking for it again."""
+        self.hands_free.blockSignals(True)
+        self.hands_free.setChecked(hands_free)
+        self.hands_free.blockSignals(False)
+        self.hands_free_action.setChecked(hands_free)
+        self.ptt.set_hands_free(hands_free)
 
     # ---- file actions -------------------------------------------------------------------------
     def export_conversation(self) -> None:

@@ -1,16 +1,18 @@
-"""Settings dialog: provider, key, model, voice, instructions, metrics and TURN.
+"""Settings dialog: provider, key, model, voice, instructions, hands-free options, metrics, TURN.
 
-The API key goes only to the system keyring (core.config.set_api_key); the settings
-file never sees it. Fields the dialog does not show (devices, window geometry,
-hands-free) pass through unchanged.
+The dialog writes nothing: `change()` is what the user changed — new settings and
+the secrets typed — and the app's one writer (gui/call_session.py) persists it, the
+API key to the system keyring only, never the settings file. What the keyring held
+is read by the app off the window's thread and handed in (`StoredSecrets`). Fields
+the dialog does not show (devices, window geometry, hands-free) pass through.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -19,49 +21,55 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPlainTextEdit,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from core import config
-from core.config import Settings
-from base.errors import ConfigError
+from core.config import REMOVE, Settings, SettingsChange
+from core.provider_catalog import KINDS, kind as provider_kind
 
 log = logging.getLogger(__name__)
 
-PROVIDERS: list[tuple[str, str]] = [
-    ("local", "Local (offline, built in)"),
-    ("openai", "OpenAI"),
-    ("azure", "Azure OpenAI"),
-    ("custom", "Custom URL (OpenAI-compatible)"),
-    ("token_url", "Token URL (your own token endpoint)"),
-]
-# Which providers use which of the address fields and a key.
-_NEEDS = {
-    "base_url": {"custom"},
-    "azure_resource": {"azure"},
-    "token_url": {"token_url"},
-    "api_key": {"openai", "azure", "custom"},
-}
+# (value, label) for the hands-free options that go into the session.
+VAD_CHOICES = [("server_vad", "Voice activity (server VAD)"), ("semantic_vad", "Meaning (semantic VAD)")]
+EAGERNESS_CHOICES = [("auto", "Auto"), ("low", "Low: let me think"), ("medium", "Medium"), ("high", "High: answer fast")]
+NOISE_CHOICES = [("", "Off"), ("near_field", "Near field (headset)"), ("far_field", "Far field (laptop, room)")]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredSecrets:
+    """What the keyring held when the dialog opened (read off the window's thread)."""
+
+    api_keys: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    turn_password: str = dataclasses.field(default="", repr=False)
+
+
+def _choice_combo(choices: list[tuple[str, str]]) -> QComboBox:
+    combo = QComboBox()
+    for value, label in choices:
+        combo.addItem(label, value)
+    return combo
+
+
+def _select(combo: QComboBox, value: str) -> None:
+    combo.setCurrentIndex(max(0, combo.findData(value)))
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+    submitted = Signal(object)  # a SettingsChange; the app saves it, then closes the dialog
+
+    def __init__(self, settings: Settings, stored: StoredSecrets | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
         self.setMinimumWidth(520)
         self._original = settings
+        self._stored = stored or StoredSecrets()
         self._keys: dict[str, str] = {}  # keys typed in this dialog, by provider, not yet saved
-        self._loaded_keys: dict[str, str] = {}  # what the keyring held when shown: unchanged means no write
-        self.saved: Settings | None = None  # what accept() wrote
 
-        self.provider = QComboBox()
-        for value, label in PROVIDERS:
-            self.provider.addItem(label, value)
+        self.provider = _choice_combo([(k.id, k.label) for k in KINDS.values()])
         self.base_url = QLineEdit()
         self.base_url.setPlaceholderText("https://example.com/v1")
         self.azure_resource = QLineEdit()
@@ -71,11 +79,22 @@ class SettingsDialog(QDialog):
         self.api_key = QLineEdit()
         self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
         self.api_key.setPlaceholderText("stored in the system keyring")
-        self.model = QLineEdit()
-        self.voice = QLineEdit()
+        # Lists that fit the provider; editable, so any other name can be typed.
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.voice = QComboBox()
+        self.voice.setEditable(True)
+        self.language = QLineEdit()
+        self.language.setPlaceholderText("e.g. en, fr, de (empty: detect)")
+        self.language.setMaxLength(8)
         self.transcription_model = QLineEdit()
         self.instructions = QPlainTextEdit()
         self.instructions.setFixedHeight(90)
+        self.vad = _choice_combo(VAD_CHOICES)
+        self.eagerness = _choice_combo(EAGERNESS_CHOICES)
+        self.noise_reduction = _choice_combo(NOISE_CHOICES)
+        self.echo_cancellation = QCheckBox("Cancel Sandra's own voice in the microphone (hands-free)")
+        self.noise_suppression = QCheckBox("Suppress background noise in the microphone")
         self.metrics_url = QLineEdit()
         self.metrics_url.setPlaceholderText("optional: https://host/api/sandra/metrics")
         self.turn_server = QLineEdit()
@@ -98,8 +117,14 @@ class SettingsDialog(QDialog):
         form.addRow("API key", self.api_key)
         form.addRow("Model", self.model)
         form.addRow("Voice", self.voice)
+        form.addRow("Language", self.language)
         form.addRow("Transcription model", self.transcription_model)
         form.addRow("Instructions", self.instructions)
+        form.addRow("Hands-free turns", self.vad)
+        form.addRow("Eagerness", self.eagerness)
+        form.addRow("Noise reduction", self.noise_reduction)
+        form.addRow("", self.echo_cancellation)
+        form.addRow("", self.noise_suppression)
         form.addRow("Metrics URL", self.metrics_url)
         form.addRow("TURN server", self.turn_server)
         form.addRow("TURN username", self.turn_username)
@@ -112,11 +137,17 @@ class SettingsDialog(QDialog):
         note.setWordWrap(True)
         note.setObjectName("hint")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
+        self._buttons = buttons
+        buttons.accepted.connect(self.submit)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(note)
+        self._error = QLabel()
+        self._error.setObjectName("error")
+        self._error.setWordWrap(True)
+        self._error.hide()
+        layout.addWidget(self._error)
         layout.addWidget(buttons)
 
         self._current_provider = settings.provider
@@ -124,72 +155,77 @@ class SettingsDialog(QDialog):
         self.provider.currentIndexChanged.connect(self._provider_changed)
 
     def _load(self, s: Settings) -> None:
-        index = self.provider.findData(s.provider)
-        self.provider.setCurrentIndex(max(0, index))
+        _select(self.provider, s.provider)
         self.base_url.setText(s.base_url or "")
         self.azure_resource.setText(s.azure_resource or "")
         self.token_url.setText(s.token_url or "")
-        self.model.setText(s.model or "")
-        self.voice.setText(s.voice or "")
+        self._fill_lists(s.provider, s.model, s.voice)
+        self.language.setText(s.language)
         self.transcription_model.setText(s.transcription_model or "")
         self.instructions.setPlainText(s.instructions or "")
+        _select(self.vad, s.vad)
+        _select(self.eagerness, s.eagerness)
+        _select(self.noise_reduction, s.noise_reduction)
+        self.echo_cancellation.setChecked(s.echo_cancellation)
+        self.noise_suppression.setChecked(s.noise_suppression)
         self.metrics_url.setText(s.metrics_url or "")
         self.turn_server.setText(s.turn_server or "")
         self.turn_username.setText(s.turn_username or "")
         self.retention.setValue(int(s.transcript_retention_days or 0))
         self.legacy_calls.setChecked(bool(s.legacy_calls_endpoint))
-        self.api_key.setText(self._stored_key(s.provider))
-        self._loaded_turn_password = self._read_secret(config.get_turn_password)
-        self.turn_password.setText(self._loaded_turn_password)
+        self.api_key.setText(self._stored.api_keys.get(s.provider, ""))
+        self.turn_password.setText(self._stored.turn_password)
         self._update_enabled()
 
-    def _stored_key(self, provider: str) -> str:
-        if provider not in _NEEDS["api_key"]:
-            return ""
-        if provider not in self._loaded_keys:
-            self._loaded_keys[provider] = self._read_secret(lambda: config.get_api_key(provider))
-        return self._loaded_keys[provider]
-
-    @staticmethod
-    def _read_secret(read: Callable[[], str | None]) -> str:
-        try:
-            return read() or ""
-        except Exception as exc:  # noqa: BLE001 - a locked or missing keyring must not stop the dialog
-            log.warning("cannot read the keyring: %s", type(exc).__name__)
-            return ""
+    def _fill_lists(self, provider: str, model: str, voice: str) -> None:
+        described = provider_kind(provider)
+        for combo, items, current in ((self.model, described.models, model), (self.voice, described.voices, voice)):
+            combo.clear()
+            combo.addItems(list(items))
+            combo.setCurrentText(current if current else items[0])
+        self.model.setEditable(described.free_model)
 
     def _provider_changed(self) -> None:
-        # Keep what was typed for the previous provider, show the new provider's key.
+        # Keep what was typed for the previous provider, show the new provider's key and lists.
         self._keys[self._current_provider] = self.api_key.text()
         self._current_provider = self.selected_provider()
         key = self._keys.get(self._current_provider)
-        self.api_key.setText(key if key is not None else self._stored_key(self._current_provider))
+        self.api_key.setText(key if key is not None else self._stored.api_keys.get(self._current_provider, ""))
+        described = provider_kind(self._current_provider)
+        self._fill_lists(described.id, described.default_model, described.voices[0])
         self._update_enabled()
 
     def _update_enabled(self) -> None:
-        provider = self.selected_provider()
-        for name, providers in _NEEDS.items():
-            field: QWidget = getattr(self, name)
-            field.setEnabled(provider in providers)
-            label = self._form.labelForField(field)
+        described = provider_kind(self.selected_provider())
+        uses = {self.base_url: described.uses_base_url, self.azure_resource: described.uses_azure_resource,
+                self.token_url: described.uses_token_url, self.api_key: described.takes_key}
+        for widget, used in uses.items():
+            widget.setEnabled(used)
+            label = self._form.labelForField(widget)
             if label is not None:
-                label.setEnabled(provider in providers)
+                label.setEnabled(used)
 
     def selected_provider(self) -> str:
         return str(self.provider.currentData())
 
     def settings(self) -> Settings:
-        """The settings as the dialog shows them (nothing saved yet)."""
+        """The settings as the dialog shows them (nothing saved)."""
         return dataclasses.replace(
             self._original,
             provider=self.selected_provider(),
             base_url=self.base_url.text().strip(),
             azure_resource=self.azure_resource.text().strip(),
             token_url=self.token_url.text().strip(),
-            model=self.model.text().strip(),
-            voice=self.voice.text().strip(),
+            model=self.model.currentText().strip(),
+            voice=self.voice.currentText().strip(),
+            language=self.language.text().strip().lower(),
             transcription_model=self.transcription_model.text().strip(),
             instructions=self.instructions.toPlainText(),
+            vad=str(self.vad.currentData()),
+            eagerness=str(self.eagerness.currentData()),
+            noise_reduction=str(self.noise_reduction.currentData()),
+            echo_cancellation=self.echo_cancellation.isChecked(),
+            noise_suppression=self.noise_suppression.isChecked(),
             metrics_url=self.metrics_url.text().strip(),
             turn_server=self.turn_server.text().strip(),
             turn_username=self.turn_username.text().strip(),
@@ -197,34 +233,26 @@ class SettingsDialog(QDialog):
             legacy_calls_endpoint=self.legacy_calls.isChecked(),
         )
 
-    def save(self) -> Settings:
-        """Write the keyring and the settings file; returns what was saved.
-
-        Raises ConfigError (e.g. no usable keyring) before anything is written to the file.
-        """
-        self._keys[self.selected_provider()] = self.api_key.text().strip()
+    def change(self) -> SettingsChange:
+        """New settings, and only the secrets that differ from what was stored."""
+        self._keys[self.selected_provider()] = self.api_key.text()
+        api_keys = {}
         for provider, key in self._keys.items():
-            if provider not in _NEEDS["api_key"] or key == self._stored_key(provider):
-                continue  # unchanged (also: a key from SANDRA_API_KEY is not copied into the keyring)
-            if key:
-                config.set_api_key(provider, key)
-            else:
-                config.delete_api_key(provider)
+            key = key.strip()
+            # Unchanged (also: a key from SANDRA_API_KEY shown here is not copied into the keyring).
+            if provider_kind(provider).takes_key and key != self._stored.api_keys.get(provider, ""):
+                api_keys[provider] = key or REMOVE
         turn_password = self.turn_password.text().strip()
-        if turn_password != self._loaded_turn_password:
-            if turn_password:
-                config.set_turn_password(turn_password)
-            else:
-                config.delete_turn_password()
-        saved = self.settings()
-        config.save_settings(saved)
-        log.info("settings saved (provider %s)", saved.provider)
-        return saved
+        return SettingsChange(self.settings(), api_keys,
+                              turn_password if turn_password != self._stored.turn_password else None)
 
-    def accept(self) -> None:
-        try:
-            self.saved = self.save()
-        except ConfigError as exc:
-            QMessageBox.warning(self, "Settings not saved", str(exc))
-            return
-        super().accept()
+    def submit(self) -> None:
+        """Save pressed: hand the change to the app; it closes the dialog once it is saved."""
+        self._buttons.setEnabled(False)
+        self.submitted.emit(self.change())
+
+    def failed(self, message: str) -> None:
+        """The app could not save (e.g. no usable keyring): say why, keep what was typed."""
+        self._buttons.setEnabled(True)
+        self._error.setText(message)
+        self._error.show()

@@ -12,15 +12,10 @@ import time
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from core.call_state import CallState
+from core.call.state import CallState, Phase
 
 # Re-render often enough that the shown second never lags the real one by much.
 _TICK_MS = 200
-
-
-def phase_name(state: CallState) -> str:
-    """'idle', 'connecting', 'connected', 'reconnecting' or 'ended'."""
-    return state.phase.name.lower()
 
 
 class StatusLine(QWidget):
@@ -62,14 +57,14 @@ class StatusLine(QWidget):
 
     def set_state(self, state: CallState) -> None:
         self._state = state
-        phase = phase_name(state)
-        if phase == "reconnecting":
+        phase = state.phase
+        if phase is Phase.RECONNECTING:
             self._deadline = time.monotonic() + max(0.0, float(state.delay or 0.0))
             self._timer.start()
         else:
             self._timer.stop()
-        self._reconnect.setVisible(phase == "ended")
-        self._dot.setProperty("phase", phase)
+        self._reconnect.setVisible(phase is Phase.ENDED)
+        self._dot.setProperty("phase", phase.value)
         # A dynamic property only restyles after an unpolish/polish round trip.
         self._dot.style().unpolish(self._dot)
         self._dot.style().polish(self._dot)
@@ -84,22 +79,22 @@ class StatusLine(QWidget):
         state = self._state
         if state is None:
             return "Not connected"
-        phase = phase_name(state)
-        if phase == "connecting":
+        phase = state.phase
+        if phase is Phase.CONNECTING:
             where = f" to {self._provider}" if self._provider else ""
             attempt = f" (attempt {state.attempt} of {state.max_attempts})" if state.attempt else ""
             return f"Connecting{where}…{attempt}"
-        if phase == "connected":
+        if phase is Phase.CONNECTED:
             where = f" to {self._provider}" if self._provider else ""
             model = f" · model {self._model}" if self._model else ""
             return f"Connected{where}{model}. Hold the button or the space bar to talk."
-        if phase == "reconnecting":
+        if phase is Phase.RECONNECTING:
             remaining = math.ceil(max(0.0, self._deadline - time.monotonic()))
             attempt = f"attempt {state.attempt} of {state.max_attempts}"
             if remaining <= 0:
                 return f"Reconnecting now, {attempt}"
             return f"Reconnecting in {remaining} s, {attempt}"
-        if phase == "ended":
+        if phase is Phase.ENDED:
             reason = (state.reason or "").strip()
             return f"Call ended: {reason}" if reason else "Call ended."
         return "Not connected. Use Call → Connect (Ctrl+K) to start."

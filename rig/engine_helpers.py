@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from core.audio import FileAudio
-from core.call_state import Phase
+from core.call.state import Phase
 from core.config import Settings
-from core.engine import CallEngine, EngineOptions
-from core.events import EngineEvent, StateChanged
+from core.call.engine import CallEngine, EngineOptions
+from core.call.events import EngineEvent, StateChanged
 from rig.pulse_rig import tone, write_wav
 
 
@@ -24,10 +24,7 @@ def closed_port() -> int:
 
 
 def custom_settings(base_url: str, **overrides) -> Settings:
-    settings = Settings(provider="custom", base_url=base_url)
-    for key, value in overrides.items():
-        setattr(settings, key, value)
-    return settings
+    return Settings(**{"provider": "custom", "base_url": base_url, **overrides})
 
 
 def tone_audio(tmp_path: Path, seconds: float = 0.5) -> FileAudio:
@@ -82,8 +79,6 @@ def is_audible(samples: np.ndarray, threshold: int = 1000) -> bool:
     return bool(np.count_nonzero(np.abs(samples.astype(np.int32)) > threshold) > 960)
 
 
-def fast_options(**overrides) -> EngineOptions:
-    options = EngineOptions(connect_timeout=10.0, watchdog_timeout=2.0)
-    for key, value in overrides.items():
-        setattr(options, key, value)
-    return options
+def engine_options(**overrides) -> EngineOptions:
+    """The shipped defaults (timeouts, liveness) with only what a test names changed."""
+    return EngineOptions(**overrides)

@@ -8,7 +8,7 @@ from itertools import product
 
 import pytest
 
-from core.call_state import ALLOWED_TRANSITIONS, CallLife, CallState, IllegalTransition, Phase
+from core.call.state import ALLOWED_TRANSITIONS, CallLife, CallState, IllegalTransition, Phase
 
 # Written out by hand (not derived from ALLOWED_TRANSITIONS) so a change to the table fails here.
 EXPECTED_ALLOWED = {
@@ -115,7 +115,7 @@ def test_observer_that_raises_is_logged_and_others_still_hear(caplog: pytest.Log
 
     life.add_observer(broken)
     life.add_observer(lambda o, n: heard.append(n.phase))
-    with caplog.at_level(logging.ERROR, logger="core.call_state"):
+    with caplog.at_level(logging.ERROR, logger="core.call.state"):
         life.connecting()
     assert life.state.phase is Phase.CONNECTING
     assert heard == [Phase.CONNECTING]

@@ -12,7 +12,7 @@ from keyring.backend import KeyringBackend
 from keyring.errors import NoKeyringError
 
 from core import config
-from core.config import ProviderSettings, Settings, load_settings, save_settings
+from core.config import Settings, load_settings, save_settings
 from base.errors import ConfigError
 from base.logs import redact
 from memory_keyring import MemoryKeyring, use_keyring, use_memory_keyring
@@ -77,6 +77,12 @@ def every_field_changed() -> Settings:
         transcript_retention_days=7,
         window_geometry="AdnQywADAAAAAAGQ",
         legacy_calls_endpoint=True,
+        vad="semantic_vad",
+        eagerness="low",
+        noise_reduction="far_field",
+        language="fr",
+        echo_cancellation=False,
+        noise_suppression=False,
     )
     defaults = Settings()
     for f in dataclasses.fields(Settings):
@@ -91,7 +97,7 @@ def test_missing_file_gives_defaults_on_the_local_provider(private_home: Path) -
     assert settings.provider == "local"
     assert settings.model == "gpt-realtime" and settings.voice == "marin"
     assert settings.transcript_retention_days == 90
-    assert settings.load_warnings == []
+    assert settings.load_warnings == ()
 
 
 def test_round_trip_of_every_field(private_home: Path) -> None:
@@ -102,7 +108,7 @@ def test_round_trip_of_every_field(private_home: Path) -> None:
     assert loaded == original
     for f in dataclasses.fields(Settings):
         assert getattr(loaded, f.name) == getattr(original, f.name), f.name
-    assert loaded.load_warnings == []
+    assert loaded.load_warnings == ()
 
 
 def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -146,7 +152,7 @@ def test_corrupt_file_is_set_aside_with_a_warning(tmp_path: Path, content: str) 
     aside = list(tmp_path.glob("settings.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text() == content
     # The next start is clean: no crash loop, no second warning.
-    assert load_settings(path).load_warnings == []
+    assert load_settings(path).load_warnings == ()
 
 
 def test_wrong_types_fall_back_per_field_and_unknown_keys_are_ignored(tmp_path: Path) -> None:
@@ -172,18 +178,6 @@ def test_unknown_provider_falls_back_to_local(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_text(json.dumps({"provider": "martian"}))
     assert load_settings(path).provider == "local"
-
-
-def test_provider_settings_carry_what_providers_need() -> None:
-    settings = every_field_changed()
-    assert settings.provider_settings() == ProviderSettings(
-        kind="azure",
-        base_url="https://example.test/v1",
-        token_url="https://example.test/token",
-        azure_resource="my-resource",
-        model="my-deployment",
-        legacy_calls_endpoint=True,
-    )
 
 
 # --- secrets -----------------------------------------------------------------------------

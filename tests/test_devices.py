@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from core.audio import DeviceAudio
-from core.call_state import Phase
-from core.engine import CallEngine
-from core.events import Problem
-from rig.engine_helpers import Recorder, custom_settings, fast_options
+from core.call.state import Phase
+from core.call.engine import CallEngine
+from core.call.events import Problem
+from rig.engine_helpers import Recorder, custom_settings, engine_options
 from rig.pulse_rig import PulseRig
 from rig.server_process import TEST_SERVER_KEY, start_server
 
@@ -42,7 +42,7 @@ def _device_problems(recorder: Recorder, device: str) -> list[Problem]:
 async def _call_then_unplug(tmp_path, device: str, unplug) -> Problem:
     server = start_server(tmp_path, "--mode", "echo")
     engine = CallEngine(custom_settings(server.base_url), audio=DeviceAudio(None, None), api_key=TEST_SERVER_KEY,
-                        options=fast_options())
+                        options=engine_options())
     recorder = Recorder(engine)
     try:
         await engine.start()

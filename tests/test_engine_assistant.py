@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from core.audio import DeviceAudio, FileAudio
-from core.call_state import Phase
-from core.engine import CallEngine
-from core.events import AssistantSpeaking, ServerEvent, TranscriptDelta
-from rig.engine_helpers import Recorder, custom_settings, fast_options, is_audible
+from core.call.state import Phase
+from core.call.engine import CallEngine
+from core.call.events import AssistantSpeaking, ServerEvent, TranscriptDelta
+from rig.engine_helpers import Recorder, custom_settings, engine_options, is_audible
 from rig.pulse_rig import RATE
 from rig.server_process import TEST_SERVER_KEY, start_server
 from rig.speech_samples import make_speech_wav, read_wav_int16
@@ -42,7 +42,7 @@ async def test_conversation_goes_on_after_the_server_is_killed_and_restarted(tmp
     server = start_server(tmp_path, "--mode", "assistant")
     port = server.port
     audio = FileAudio(make_speech_wav("what time is it", tmp_path / "q1.wav"), None)
-    engine = CallEngine(custom_settings(server.base_url), audio=audio, api_key=TEST_SERVER_KEY, options=fast_options())
+    engine = CallEngine(custom_settings(server.base_url), audio=audio, api_key=TEST_SERVER_KEY, options=engine_options())
     recorder = Recorder(engine)
     try:
         await engine.start()
@@ -70,7 +70,7 @@ async def test_push_to_talk_through_real_sound_devices(tmp_path, private_home, p
     server = start_server(tmp_path, "--mode", "assistant")
     speech, _ = read_wav_int16(make_speech_wav("what time is it", tmp_path / "q.wav"))
     engine = CallEngine(custom_settings(server.base_url), audio=DeviceAudio("pulse", "pulse"),
-                        api_key=TEST_SERVER_KEY, options=fast_options())
+                        api_key=TEST_SERVER_KEY, options=engine_options())
     recorder = Recorder(engine)
     speaker = pulse.record_speaker()
     try:
@@ -96,7 +96,7 @@ async def test_push_to_talk_through_real_sound_devices(tmp_path, private_home, p
 async def test_barge_in_silences_the_answer_within_100_ms(tmp_path, private_home):
     server = start_server(tmp_path, "--mode", "assistant")
     audio = FileAudio(make_speech_wav("what can you do", tmp_path / "q.wav"), tmp_path / "out.wav")
-    engine = CallEngine(custom_settings(server.base_url), audio=audio, api_key=TEST_SERVER_KEY, options=fast_options())
+    engine = CallEngine(custom_settings(server.base_url), audio=audio, api_key=TEST_SERVER_KEY, options=engine_options())
     recorder = Recorder(engine)
     try:
         await engine.start()

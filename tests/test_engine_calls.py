@@ -10,10 +10,10 @@ import time
 import pytest
 
 from core.audio import FileAudio, read_wav
-from core.call_state import Phase
-from core.engine import CallEngine
-from core.events import LatencyMeasured
-from rig.engine_helpers import Recorder, custom_settings, fast_options, is_audible
+from core.call.state import Phase
+from core.call.engine import CallEngine
+from core.call.events import LatencyMeasured
+from rig.engine_helpers import Recorder, custom_settings, engine_options, is_audible
 from rig.pulse_rig import tone, write_wav
 from rig.server_process import TEST_SERVER_KEY, start_server
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 def _engine(server, tmp_path, seconds: float = 1.0, **options) -> tuple[CallEngine, FileAudio]:
     audio = FileAudio(write_wav(tmp_path / "tone.wav", tone(440, seconds)), tmp_path / "out.wav")
     engine = CallEngine(custom_settings(server.base_url), audio=audio, api_key=TEST_SERVER_KEY,
-                        options=fast_options(**options))
+                        options=engine_options(**options))
     return engine, audio
 
 

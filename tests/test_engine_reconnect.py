@@ -7,10 +7,10 @@ import time
 import pytest
 
 from core.backoff import ReconnectPolicy
-from core.call_state import Phase
-from core.engine import CallEngine
-from core.events import Problem
-from rig.engine_helpers import Recorder, closed_port, custom_settings, fast_options, tone_audio
+from core.call.state import Phase
+from core.call.engine import CallEngine
+from core.call.events import Problem
+from rig.engine_helpers import Recorder, closed_port, custom_settings, engine_options, tone_audio
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,7 +22,7 @@ async def test_unreachable_provider_gets_five_attempts_at_1_2_4_8_16_then_ends(t
         slept.append(seconds)
 
     settings = custom_settings(f"http://127.0.0.1:{closed_port()}/v1")
-    engine = CallEngine(settings, audio=tone_audio(tmp_path), api_key="test-key-0000", options=fast_options(), sleep=fake_sleep)
+    engine = CallEngine(settings, audio=tone_audio(tmp_path), api_key="test-key-0000", options=engine_options(), sleep=fake_sleep)
     recorder = Recorder(engine)
     await engine.start()
     ended = await recorder.wait_phase(Phase.ENDED, timeout=60)
@@ -39,7 +39,7 @@ async def test_unreachable_provider_gets_five_attempts_at_1_2_4_8_16_then_ends(t
 
 async def test_hang_up_during_backoff_cancels_the_timer(tmp_path, private_home):
     settings = custom_settings(f"http://127.0.0.1:{closed_port()}/v1")
-    engine = CallEngine(settings, audio=tone_audio(tmp_path), api_key="test-key-0000", options=fast_options(),
+    engine = CallEngine(settings, audio=tone_audio(tmp_path), api_key="test-key-0000", options=engine_options(),
                         policy=ReconnectPolicy(base=30.0, cap=30.0))
     recorder = Recorder(engine)
     await engine.start()
@@ -54,7 +54,7 @@ async def test_hang_up_during_backoff_cancels_the_timer(tmp_path, private_home):
 
 async def test_missing_api_key_ends_at_once_with_advice(tmp_path, private_home, monkeypatch):
     monkeypatch.delenv("SANDRA_API_KEY", raising=False)
-    engine = CallEngine(custom_settings("", provider="openai"), audio=tone_audio(tmp_path), options=fast_options())
+    engine = CallEngine(custom_settings("", provider="openai"), audio=tone_audio(tmp_path), options=engine_options())
     recorder = Recorder(engine)
     await engine.start()
     ended = await recorder.wait_phase(Phase.ENDED, timeout=10)

@@ -19,10 +19,10 @@ import pytest
 
 from core import providers
 from core.backoff import ReconnectPolicy
-from core.call_state import Phase
-from core.engine import CallEngine
-from core.events import LatencyMeasured, Problem
-from rig.engine_helpers import Recorder, custom_settings, fast_options, tone_audio
+from core.call.state import Phase
+from core.call.engine import CallEngine
+from core.call.events import LatencyMeasured, Problem
+from rig.engine_helpers import Recorder, custom_settings, engine_options, tone_audio
 from rig.hostile_server import HostileServer
 from rig.server_process import TEST_SERVER_KEY, start_server
 
@@ -44,7 +44,7 @@ def no_tracebacks(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 
 def _engine(tmp_path, base_url: str, key: str, policy: ReconnectPolicy = QUICK, **options) -> tuple[CallEngine, Recorder]:
     engine = CallEngine(custom_settings(base_url), audio=tone_audio(tmp_path), api_key=key,
-                        options=fast_options(**options), policy=policy)
+                        options=engine_options(**options), policy=policy)
     return engine, Recorder(engine)
 
 
@@ -226,7 +226,7 @@ async def test_rate_limit_retry_after_is_honoured(tmp_path, private_home) -> Non
 async def test_a_quiet_server_that_sends_no_audio_is_not_taken_for_dead(tmp_path, private_home) -> None:
     """Some servers send audio only while answering: their RTCP reports keep the call."""
     async with HostileServer(send_audio=False) as hostile:
-        engine, recorder = _engine(tmp_path, hostile.base_url, hostile.api_key, watchdog_timeout=2.5)
+        engine, recorder = _engine(tmp_path, hostile.base_url, hostile.api_key)
         try:
             await engine.start()
             await recorder.wait_phase(Phase.CONNECTED, 15)

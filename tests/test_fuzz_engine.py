@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.fuzz import fuzz_engine
-from core.engine import CallEngine
-from core.events import TranscriptDelta
-from rig.engine_helpers import custom_settings, fast_options
+from core.call.engine import CallEngine
+from core.call.events import TranscriptDelta
+from rig.engine_helpers import custom_settings, engine_options
 from rig.hostile_server import MAX_MESSAGE
 
 SUITE_MESSAGES = 20_000
@@ -36,12 +36,6 @@ async def test_twenty_thousand_hostile_messages_leave_the_call_working(tmp_path,
     # Rate-limited: a few dozen lines for 20,000 bad events, not one each.
     assert figures["bad_events_counted"] > SUITE_MESSAGES // 2
     assert figures["engine_log_lines"] <= 60, figures["log_lines_by_logger"]
-
-
-class _Conn:
-    """What _on_message touches on a connection: the receive clock."""
-
-    last_rx = 0.0
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
@@ -62,22 +56,22 @@ _messages = (_events | _json.map(json.dumps) | st.text(max_size=200) | st.binary
 
 @pytest.fixture(scope="module")
 def engine() -> CallEngine:
-    return CallEngine(custom_settings("http://127.0.0.1:9/v1"), api_key="sk-test-0000", options=fast_options())
+    return CallEngine(custom_settings("http://127.0.0.1:9/v1"), api_key="sk-test-0000", options=engine_options())
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(message=_messages)
 def test_on_message_never_raises(engine: CallEngine, message) -> None:
-    engine._on_message(_Conn(), message)  # type: ignore[arg-type]
+    engine._on_message(message)
 
 
 def test_a_valid_transcript_still_lands_after_garbage(engine: CallEngine, caplog) -> None:
     seen: list[TranscriptDelta] = []
     engine.subscribe(lambda e: seen.append(e) if isinstance(e, TranscriptDelta) else None)
-    caplog.set_level(logging.WARNING, logger="core.engine")
+    caplog.set_level(logging.WARNING, logger="core.call.engine")
     for message in ("{", b"\x00", "[" * 50_000, json.dumps({"type": 5}), "z" * (MAX_MESSAGE * 5)):
-        engine._on_message(_Conn(), message)  # type: ignore[arg-type]
-    engine._on_message(_Conn(), json.dumps({"type": "conversation.item.input_audio_transcription.completed",
-                                            "transcript": "hello again"}))  # type: ignore[arg-type]
+        engine._on_message(message)
+    engine._on_message(json.dumps({"type": "conversation.item.input_audio_transcription.completed",
+                                            "transcript": "hello again"}))
     assert [(e.role, e.text, e.final) for e in seen][-1] == ("user", "hello again", True)
     assert engine.history.messages()[-1]["content"] == "hello again"

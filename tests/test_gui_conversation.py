@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from core.events import TranscriptDelta
+from core.call.events import TranscriptDelta
 from core.history import BoundedHistory
 from core.transcripts import TranscriptLog
 from gui.conversation_export import conversation, export

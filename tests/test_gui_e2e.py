@@ -24,8 +24,8 @@ import qasync
 from PySide6.QtCore import Qt
 
 from core.config import Settings
-from core.engine import CallEngine
-from rig.engine_helpers import custom_settings, fast_options, is_audible
+from core.call.engine import CallEngine
+from rig.engine_helpers import custom_settings, engine_options, is_audible
 from gui.app import application, build_window, run_window
 from gui.main_window import MainWindow
 from rig.pulse_rig import PulseRig
@@ -148,7 +148,7 @@ class Call:
 def call(qtbot, pulse: PulseRig, tmp_path: Path, private_home: Path):
     server = start_server(tmp_path, "--mode", MODE)
     settings = custom_settings(server.base_url, input_device="pulse", output_device="pulse")
-    engine = CallEngine(settings, api_key=TEST_SERVER_KEY, options=fast_options())
+    engine = CallEngine(settings, api_key=TEST_SERVER_KEY, options=engine_options())
     window = build_window(settings, engine=engine)
     qtbot.addWidget(window)
     the_call = Call(server, window, engine, Speaking(window))

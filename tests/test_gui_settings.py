@@ -1,4 +1,5 @@
-"""Settings dialog: every field round-trips; the keys live in the keyring and nowhere on disk."""
+"""Settings dialog: every field round-trips; the dialog writes nothing, the app's one writer
+saves the keys to the keyring and nowhere on disk."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from base import paths
 from core import config
 from core.config import Settings, load_settings
 from gui.app import application, build_window
-from gui.settings_dialog import SettingsDialog
+from gui.settings_dialog import SettingsDialog, StoredSecrets
 from memory_keyring import use_memory_keyring
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
@@ -42,6 +43,12 @@ def _every_field_changed() -> Settings:
         turn_username="alice",
         transcript_retention_days=7,
         legacy_calls_endpoint=True,
+        vad="semantic_vad",
+        eagerness="high",
+        noise_reduction="near_field",
+        language="fr",
+        echo_cancellation=False,
+        noise_suppression=False,
         hands_free=True,
         input_device="pulse",
         output_device="spk",
@@ -59,8 +66,15 @@ def test_every_field_round_trips_and_keys_stay_in_the_keyring(qtbot, private_hom
     dialog.base_url.setText(wanted.base_url)
     dialog.token_url.setText(wanted.token_url)
     dialog.azure_resource.setText(wanted.azure_resource)
-    dialog.model.setText(wanted.model)
-    dialog.voice.setText(wanted.voice)
+    assert dialog.voice.findText("cedar") >= 0 and dialog.model.findText("gpt-realtime-mini") >= 0  # the provider's lists
+    dialog.model.setCurrentText(wanted.model)
+    dialog.voice.setCurrentText(wanted.voice)
+    dialog.language.setText(wanted.language)
+    dialog.vad.setCurrentIndex(dialog.vad.findData(wanted.vad))
+    dialog.eagerness.setCurrentIndex(dialog.eagerness.findData(wanted.eagerness))
+    dialog.noise_reduction.setCurrentIndex(dialog.noise_reduction.findData(wanted.noise_reduction))
+    dialog.echo_cancellation.setChecked(False)
+    dialog.noise_suppression.setChecked(False)
     dialog.instructions.setPlainText(wanted.instructions)
     dialog.transcription_model.setText(wanted.transcription_model)
     dialog.metrics_url.setText(wanted.metrics_url)
@@ -71,8 +85,12 @@ def test_every_field_round_trips_and_keys_stay_in_the_keyring(qtbot, private_hom
     dialog.legacy_calls.setChecked(True)
     dialog.api_key.setText(API_KEY)
     assert dialog.api_key.echoMode() == dialog.api_key.EchoMode.Password
-    dialog.accept()
-    assert dialog.result() == dialog.DialogCode.Accepted
+    submitted: list[config.SettingsChange] = []
+    dialog.submitted.connect(submitted.append)
+    dialog.submit()
+    assert not config.settings_path().exists() and memory_keyring.store == {}  # the dialog wrote nothing
+    (change,) = submitted
+    config.persist(change)  # what the app's one writer does with it
 
     loaded = load_settings()
     shown = {f.name for f in dataclasses.fields(Settings)} - {"hands_free", "input_device", "output_device",
@@ -83,11 +101,12 @@ def test_every_field_round_trips_and_keys_stay_in_the_keyring(qtbot, private_hom
     assert config.get_turn_password() == TURN_PASSWORD
 
     # Reopened, the dialog shows what was saved, key included (masked).
-    again = SettingsDialog(loaded)
+    again = SettingsDialog(loaded, StoredSecrets(config.stored_keys(), config.get_turn_password() or ""))
     qtbot.addWidget(again)
     assert again.settings() == loaded
     assert again.api_key.text() == API_KEY
     assert again.turn_password.text() == TURN_PASSWORD
+    assert again.change().api_keys == {} and again.change().turn_password is None  # nothing changed: nothing written
 
     # The secrets are in no file under the config dir (nor anywhere in the private home).
     files = [p for p in private_home.rglob("*") if p.is_file()]
@@ -103,7 +122,7 @@ def test_fields_the_dialog_does_not_show_pass_through(qtbot, private_home: Path,
     original = _every_field_changed()
     dialog = SettingsDialog(original)
     qtbot.addWidget(dialog)
-    dialog.accept()
+    config.persist(dialog.change())
     loaded = load_settings()
     for name in ("hands_free", "input_device", "output_device", "window_geometry"):
         assert getattr(loaded, name) == getattr(original, name), name
@@ -112,11 +131,11 @@ def test_fields_the_dialog_does_not_show_pass_through(qtbot, private_home: Path,
 def test_clearing_the_key_removes_it_from_the_keyring(qtbot, private_home: Path, memory_keyring) -> None:
     application()
     config.set_api_key("openai", API_KEY)
-    dialog = SettingsDialog(dataclasses.replace(Settings(), provider="openai"))
+    dialog = SettingsDialog(dataclasses.replace(Settings(), provider="openai"), StoredSecrets(config.stored_keys()))
     qtbot.addWidget(dialog)
     assert dialog.api_key.text() == API_KEY
     dialog.api_key.clear()
-    dialog.accept()
+    config.persist(dialog.change())
     assert config.get_api_key("openai") is None
     assert memory_keyring.store == {}
 

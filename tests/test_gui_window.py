@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 from PySide6.QtCore import Qt
 
-from core.call_state import CallState, Phase
+from core.call.state import CallState, Phase
 from core.config import Settings
-from core.events import EngineEvent, LatencyMeasured, Problem, StateChanged, TranscriptDelta
+from core.call.events import EngineEvent, LatencyMeasured, Problem, StateChanged, TranscriptDelta
 from core.telemetry import LatencyTracker
 from gui.app import application, build_window
 from gui.main_window import MainWindow

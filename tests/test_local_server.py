@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from core import local_server
-from core.config import ProviderSettings
+from core.config import Settings
 from base.errors import ProviderError
 from core.local_server import LocalServer
 from core.providers import make_provider
@@ -60,7 +60,7 @@ async def wait_gone(pid: int, within: float) -> bool:
 
 async def key_from(server: LocalServer) -> str:
     """A real client_secrets request with the server's key: it must be accepted."""
-    provider = make_provider(ProviderSettings(kind="local"), None, server.base_url, server.server_key)
+    provider = make_provider(Settings(provider="local"), None, server.base_url, server.server_key)
     async with aiohttp.ClientSession() as http:
         return (await provider.create_ephemeral_key(http, {})).value
 

@@ -11,12 +11,11 @@ import time
 import aiohttp
 import pytest
 
-from core.config import ProviderSettings
+from core.config import Settings
 from base.errors import AuthError, ConfigError, ProviderError
 from base.logs import redact
 from core.providers import (
     OPENAI_BASE_URL,
-    AzureProvider,
     BearerProvider,
     EphemeralKey,
     RateLimited,
@@ -78,7 +77,7 @@ async def test_openai_shape(fake: FakeOpenAI, http, caplog: pytest.LogCaptureFix
 
 
 async def test_make_provider_openai_uses_the_public_endpoint() -> None:
-    provider = make_provider(ProviderSettings(kind="openai", base_url="http://ignored.test/v1"), API_KEY)
+    provider = make_provider(Settings(provider="openai", base_url="http://ignored.test/v1"), API_KEY)
     assert provider.base_url == OPENAI_BASE_URL
     assert provider.calls_url() == "https://api.openai.com/v1/realtime/calls"
     assert not provider.is_loopback
@@ -86,9 +85,8 @@ async def test_make_provider_openai_uses_the_public_endpoint() -> None:
 
 async def test_azure_sends_the_key_as_api_key_header(http) -> None:
     async with FakeOpenAI(api_key=API_KEY, auth="api-key") as fake:
-        settings = ProviderSettings(kind="azure", base_url=f"{fake.url}/openai/v1", model="my-deployment")
+        settings = Settings(provider="azure", base_url=f"{fake.url}/openai/v1", model="my-deployment")
         provider = make_provider(settings, API_KEY)
-        assert isinstance(provider, AzureProvider)
         key, answer = await full_call(provider, http)
     assert answer == ANSWER_SDP
     token, call = fake.requests
@@ -101,28 +99,28 @@ async def test_azure_sends_the_key_as_api_key_header(http) -> None:
 
 
 def test_azure_base_url_from_the_resource_name() -> None:
-    provider = make_provider(ProviderSettings(kind="azure", azure_resource="contoso-ai"), API_KEY)
+    provider = make_provider(Settings(provider="azure", azure_resource="contoso-ai"), API_KEY)
     assert provider.base_url == "https://contoso-ai.openai.azure.com/openai/v1"
     assert provider.calls_url() == "https://contoso-ai.openai.azure.com/openai/v1/realtime/calls"
     for bad in ("", "contoso.openai.azure.com", "a b", "-x" + "y" * 70):
         with pytest.raises(ConfigError):
-            make_provider(ProviderSettings(kind="azure", azure_resource=bad), API_KEY)
+            make_provider(Settings(provider="azure", azure_resource=bad), API_KEY)
 
 
 async def test_custom_base_url_with_and_without_key(fake: FakeOpenAI, http) -> None:
-    provider = make_provider(ProviderSettings(kind="custom", base_url=fake.base_url + "/"), API_KEY)
+    provider = make_provider(Settings(provider="custom", base_url=fake.base_url + "/"), API_KEY)
     assert provider.base_url == fake.base_url and fake.url.split("//")[1] in provider.label
     await full_call(provider, http)
     assert fake.requests[0].headers["Authorization"] == f"Bearer {API_KEY}"
     # A compatible server without keys: no Authorization header at all (the fake then refuses).
-    keyless = make_provider(ProviderSettings(kind="custom", base_url=fake.base_url), None)
+    keyless = make_provider(Settings(provider="custom", base_url=fake.base_url), None)
     with pytest.raises(AuthError):
         await keyless.create_ephemeral_key(http, SESSION)
     assert "Authorization" not in fake.requests[-1].headers
 
 
 async def test_token_url_provider(fake: FakeOpenAI, http) -> None:
-    settings = ProviderSettings(kind="token_url", base_url=fake.base_url, token_url=f"{fake.url}/token")
+    settings = Settings(provider="token_url", base_url=fake.base_url, token_url=f"{fake.url}/token")
     key, answer = await full_call(make_provider(settings, None), http)
     token, call = fake.requests
     assert (token.endpoint, token.path) == ("token", "/token")
@@ -136,7 +134,7 @@ async def test_token_url_provider(fake: FakeOpenAI, http) -> None:
 
 async def test_token_url_older_client_secret_shape_is_accepted(fake: FakeOpenAI, http) -> None:
     fake.queue("token", 200, {"client_secret": {"value": "ek_nested_123456", "expires_at": time.time() + 60}})
-    settings = ProviderSettings(kind="token_url", token_url=f"{fake.url}/token")
+    settings = Settings(provider="token_url", token_url=f"{fake.url}/token")
     provider = make_provider(settings, None)
     assert provider.base_url == OPENAI_BASE_URL
     key = await provider.create_ephemeral_key(http, SESSION)
@@ -145,7 +143,7 @@ async def test_token_url_older_client_secret_shape_is_accepted(fake: FakeOpenAI,
 
 async def test_local_provider_is_loopback_with_the_server_key(fake: FakeOpenAI, http) -> None:
     fake.api_key = "local-server-key-123456"
-    provider = make_provider(ProviderSettings(kind="local"), None, fake.base_url, "local-server-key-123456")
+    provider = make_provider(Settings(provider="local"), None, fake.base_url, "local-server-key-123456")
     assert provider.is_loopback
     await full_call(provider, http)
     assert fake.requests[0].headers["Authorization"] == "Bearer local-server-key-123456"
@@ -184,7 +182,7 @@ async def test_wrong_key_against_the_real_check(fake: FakeOpenAI, http) -> None:
 
 
 async def test_local_auth_error_says_restart(fake: FakeOpenAI, http) -> None:
-    provider = make_provider(ProviderSettings(kind="local"), None, fake.base_url, "not-the-server-key")
+    provider = make_provider(Settings(provider="local"), None, fake.base_url, "not-the-server-key")
     with pytest.raises(AuthError, match="built-in local server"):
         await provider.create_ephemeral_key(http, SESSION)
 
@@ -303,17 +301,17 @@ async def test_oversized_answer_is_refused(fake: FakeOpenAI, http) -> None:
 @pytest.mark.parametrize(
     "settings,key",
     [
-        (ProviderSettings(kind="openai"), None),
-        (ProviderSettings(kind="azure", azure_resource="x"), ""),
-        (ProviderSettings(kind="custom"), API_KEY),
-        (ProviderSettings(kind="custom", base_url="ftp://x/v1"), API_KEY),
-        (ProviderSettings(kind="token_url"), None),
-        (ProviderSettings(kind="token_url", token_url="not a url"), None),
-        (ProviderSettings(kind="local"), None),
-        (ProviderSettings(kind="martian"), API_KEY),
+        (Settings(provider="openai"), None),
+        (Settings(provider="azure", azure_resource="x"), ""),
+        (Settings(provider="custom"), API_KEY),
+        (Settings(provider="custom", base_url="ftp://x/v1"), API_KEY),
+        (Settings(provider="token_url"), None),
+        (Settings(provider="token_url", token_url="not a url"), None),
+        (Settings(provider="local"), None),
+        (Settings(provider="martian"), API_KEY),
     ],
 )
-def test_incomplete_settings_are_config_errors(settings: ProviderSettings, key: str | None) -> None:
+def test_incomplete_settings_are_config_errors(settings: Settings, key: str | None) -> None:
     with pytest.raises(ConfigError):
         make_provider(settings, key)
 

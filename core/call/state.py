@@ -49,6 +49,11 @@ class CallState:
     delay: float | None = None
     reason: str | None = None
 
+    @property
+    def active(self) -> bool:
+        """A call is under way: connecting, connected or waiting to reconnect."""
+        return self.phase in (Phase.CONNECTING, Phase.CONNECTED, Phase.RECONNECTING)
+
     def describe(self) -> str:
         """The status line a user reads."""
         if self.phase is Phase.IDLE:

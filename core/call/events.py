@@ -1,6 +1,6 @@
 """What the call engine tells its observers.
 
-The engine (core/engine.py) calls each observer with one of these; gui/ turns them
+The engine (core/call/engine.py) calls each observer with one of these; gui/ turns them
 into Qt signals, `talk` writes them as JSON lines. Plain frozen dataclasses so they
 can cross threads and be logged safely (none carries a secret).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from core.call_state import CallState
+from core.call.state import CallState
 
 Role = Literal["user", "assistant"]
 
@@ -54,6 +54,20 @@ class ServerEvent:
 
 
 @dataclass(frozen=True)
+class ModeChanged:
+    """The server is now in hands-free (True) or push-to-talk: the window shows what the server does."""
+
+    hands_free: bool
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A word of advice for the user (a hold too short to be a question); not a problem."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Problem:
     """Something the user should read; the call may go on (`fatal` False) or has ended."""
 
@@ -61,4 +75,5 @@ class Problem:
     fatal: bool = False
 
 
-EngineEvent = Union[StateChanged, TranscriptDelta, LatencyMeasured, InputLevel, AssistantSpeaking, ServerEvent, Problem]
+EngineEvent = Union[StateChanged, TranscriptDelta, LatencyMeasured, InputLevel, AssistantSpeaking, ServerEvent,
+                    ModeChanged, Hint, Problem]

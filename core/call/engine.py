@@ -1,0 +1,355 @@
+"""The call engine: one realtime voice call, kept alive across dropped connections.
+
+The only I/O driver of the call. Each attempt is a Connection (connection.py); the
+call's life (state.py) says where we are; ReconnectPolicy says how long to wait;
+the Turn table (turn.py) decides what each press, release and server event means
+and the engine carries out its Outcome; protocol.py turns messages into typed
+events. The window and `talk` drive this object and hear it through observers;
+nothing here knows about Qt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from base.errors import AuthError, ConfigError, SandraError
+from core.audio import AudioIO, DeviceAudio
+from core.backoff import ReconnectPolicy
+from core.call import protocol
+from core.call.connection import Connection, connect
+from core.call.conversation import Conversation
+from core.call.dialing import Dialer
+from core.call.events import (AssistantSpeaking, EngineEvent, Hint, InputLevel, LatencyMeasured, ModeChanged,
+                              Problem, ServerEvent, StateChanged, TranscriptDelta)
+from core.call.state import CallLife, CallState, Phase
+from core.call.turn import Outcome, Turn
+from core.config import Secrets, Settings
+from core.metrics_sender import MetricsOutlet
+from core.playout import Playout, PlayoutStats
+from core.provider_catalog import kind as provider_kind
+from core.sound_devices import SoundDevices
+from core.telemetry import LatencyTracker
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[EngineEvent], None]
+MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After would look like a hang
+
+
+@dataclass
+class EngineOptions:
+    # No open data channel this long after the provider is ready: the attempt failed.
+    # (The built-in server's cold start has its own start timeout, before this one.)
+    connect_timeout: float = 10.0
+    stun_probe_timeout: float = 1.0
+    save_transcript: bool = True  # off for the self-test, which is no conversation of the user's
+
+
+class CallEngine:
+    def __init__(self, settings: Settings, *, audio: AudioIO | None = None, api_key: str | None = None,
+                 secrets: Secrets | None = None, options: EngineOptions | None = None,
+                 policy: ReconnectPolicy | None = None, sleep: Callable[[float], Any] = asyncio.sleep,
+                 provider_wrapper: Callable[[Any], Any] | None = None) -> None:
+        self.settings = settings
+        self.options = options or EngineOptions()
+        self.life = CallLife()
+        self.life.add_observer(lambda _old, new: self._emit(StateChanged(new)))
+        self.session_id = uuid.uuid4().hex
+        self.conversation = Conversation(self.session_id, save_transcript=self.options.save_transcript,
+                                         retention_days=settings.transcript_retention_days, on_problem=self._problem)
+        self.history = self.conversation.history
+        self.telemetry = LatencyTracker(self.session_id, on_batch=self._on_metrics_batch)
+        self.turn = Turn(hands_free=settings.hands_free)
+        self.reconnects = 0
+        self.bad_events = protocol.BadEventLog(log)  # what the server sent that was ignored
+        self._policy = policy or ReconnectPolicy()
+        self._sleep = sleep
+        self._dialer = Dialer(settings, secrets or Secrets(api_key=api_key),
+                              stun_probe_timeout=self.options.stun_probe_timeout, provider_wrapper=provider_wrapper)
+        self._metrics = MetricsOutlet(settings.metrics_url, self._problem)
+        self._observers: list[Observer] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._playout = Playout(on_first_audible=self._on_first_audible)
+        self._devices = SoundDevices(
+            audio or DeviceAudio(settings.input_device, settings.output_device), self._playout.read,
+            on_level=lambda dbfs: self._emit(InputLevel(dbfs)), on_problem=self._problem,
+        )
+        self._conn: Connection | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._settle: asyncio.TimerHandle | None = None
+        self._retry_after: float | None = None  # a 429's Retry-After, for the next delay
+        self._speaking = False  # what observers were last told
+
+    # --- what observers read -------------------------------------------------------------
+
+    @property
+    def state(self) -> CallState:
+        return self.life.state
+
+    @property
+    def provider_label(self) -> str:
+        return provider_kind(self.settings.provider).label
+
+    @property
+    def model(self) -> str:
+        described = provider_kind(self.settings.provider)
+        return self.settings.model if described.free_model and self.settings.model else described.default_model
+
+    @property
+    def transcript(self):  # the JSONL file of this call, for export
+        return self.conversation.transcript
+
+    def playout_stats(self) -> PlayoutStats:
+        """The playout stage's counters: benchmarks measure concealed gaps with them."""
+        return self._playout.stats()
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    def _emit(self, event: EngineEvent) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:  # an observer's bug must not break the call
+                log.exception("engine observer failed on %s", type(event).__name__)
+
+    def _problem(self, message: str, fatal: bool = False) -> None:
+        log.warning("%s", message)
+        self._emit(Problem(message, fatal))
+
+    # --- the user's controls -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin the call (or redial after it ended). Failures arrive as events, never raised."""
+        if self._run_task is not None and not self._run_task.done():
+            return
+        self._policy.reset()
+        self._loop = asyncio.get_running_loop()
+        self.conversation.open()
+        try:
+            await self._devices.open()
+        except SandraError as exc:
+            self.life.connecting()
+            self.life.ended(str(exc))
+            self._problem(str(exc), fatal=True)
+            return
+        self.life.connecting()
+        self._run_task = self._loop.create_task(self._run(), name="call")
+
+    async def hang_up(self) -> None:
+        task, self._run_task = self._run_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._teardown()
+        if self.state.phase not in (Phase.ENDED, Phase.IDLE):
+            self.life.ended("You hung up.")
+
+    async def close(self) -> None:
+        """Hang up and release everything: devices, the local server, HTTP, metrics."""
+        await self.hang_up()
+        await self._devices.close()
+        await self._metrics.close()
+        await self._dialer.close()
+        self.conversation.close()
+
+    def press(self) -> None:
+        """Push-to-talk down (also every autorepeat press). While the answer plays, it interrupts."""
+        self._apply(self.turn.press(time.monotonic()))
+
+    def release(self) -> None:
+        """Push-to-talk up: the turn ends unless a press follows at once (X11 autorepeat)."""
+        self._apply(self.turn.release(time.monotonic()))
+
+    def send_text(self, text: str) -> None:
+        """A typed user turn: into the conversation and history, then an answer is asked for."""
+        text = text.strip()
+        if not text or not self._send(protocol.CreateMessage("user", text)):
+            return
+        self.conversation.remember("user", text)
+        self._emit(TranscriptDelta("user", text, True, f"text-{uuid.uuid4().hex[:8]}"))
+        self._apply(self.turn.text_turn(time.monotonic()))
+
+    async def set_hands_free(self, on: bool) -> None:
+        self.turn.set_hands_free(on)
+        self._send(protocol.mode_update(self._session_options()))
+
+    async def set_devices(self, input_device: str | None, output_device: str | None) -> None:
+        """Switch sound devices during a call, without reconnecting."""
+        if isinstance(self._devices.audio, DeviceAudio):
+            try:
+                await self._devices.switch(DeviceAudio(input_device, output_device))
+            except SandraError as exc:
+                self._problem(str(exc))
+
+    def _apply(self, outcome: Outcome) -> None:
+        """Carry out what the turn table decided."""
+        for event in outcome.send:
+            self._send(event)
+        if outcome.cut_playout:
+            self._playout.clear()
+        if outcome.expect_answer:
+            self._playout.expect_audio()
+        if outcome.latency_ms is not None:
+            self._record("response_latency", outcome.latency_ms)
+        if outcome.hint:
+            self._emit(Hint(outcome.hint))
+        if outcome.settle_at is not None and self._loop is not None:
+            if self._settle is not None:
+                self._settle.cancel()
+            self._settle = self._loop.call_at(outcome.settle_at, self._settle_turn)
+        self._tell_speaking(self.turn.assistant_speaking)
+
+    def _tell_speaking(self, speaking: bool) -> None:
+        if speaking != self._speaking:
+            self._speaking = speaking
+            self._emit(AssistantSpeaking(speaking))
+
+    def _settle_turn(self) -> None:
+        self._settle = None
+        self._apply(self.turn.settle(time.monotonic()))
+
+    def _read_input(self) -> np.ndarray | None:
+        """What the outgoing track sends now: the microphone while the turn has it open."""
+        return self._devices.read_frame() if self.turn.mic_open else None
+
+    def _on_first_audible(self, play_time: float) -> None:
+        """The playout's reader (often PortAudio's thread) sounded the first audible sample."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: self._apply(self.turn.answer_audible(play_time)))
+
+    def _record(self, name: str, ms: float) -> None:
+        self.telemetry.record(name, ms)
+        self._emit(LatencyMeasured(name, ms))
+
+    def _on_metrics_batch(self, payload: dict) -> None:
+        self._metrics.submit(payload)
+
+    # --- the call's life -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while (reason := await self._one_connection()) is not None:
+                await self._teardown()
+                self._policy.disconnected(time.monotonic())
+                delay = self._policy.next_delay()
+                if delay is None:
+                    message = (f"The connection was lost and {self._policy.max_attempts} attempts to reconnect "
+                               f"failed ({reason}). Check the network and the provider in Settings, then press "
+                               "Reconnect.")
+                    self.life.ended(message)
+                    self._problem(message, fatal=True)
+                    return
+                if self._retry_after:  # the provider said when to come back; sooner is refused again
+                    delay = max(delay, min(self._retry_after, MAX_RETRY_AFTER))
+                self.reconnects += 1
+                self.life.reconnecting(self._policy.attempt, self._policy.max_attempts, delay)
+                await self._sleep(delay)
+                self.life.connecting(self._policy.attempt, self._policy.max_attempts)
+            await self._teardown()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the engine's boundary: a bug ends the call, readably
+            log.exception("call failed unexpectedly")
+            await self._teardown()
+            message = f"The call stopped because of an internal error ({type(exc).__name__}). Press Reconnect."
+            if self.state.phase is not Phase.ENDED:
+                self.life.ended(message)
+            self._problem(message, fatal=True)
+
+    async def _one_connection(self) -> str | None:
+        """Connect and stay connected; returns why the connection ended (None: the call is over)."""
+        self._retry_after = None
+        started = time.monotonic()
+        try:
+            provider = await self._dialer.provider()
+            configuration = await self._dialer.configuration(provider)
+            self._conn = await asyncio.wait_for(connect(
+                provider, self._dialer.http, protocol.session_config(self._session_options()), configuration,
+                read_input=self._read_input, on_message=self._on_message, playout=self._playout,
+                accepts_audio=lambda: self.turn.accepts_audio(time.monotonic()), record=self._record,
+            ), self.options.connect_timeout)
+        except (AuthError, ConfigError) as exc:  # retrying cannot fix a wrong key, setting or empty account
+            self.life.ended(str(exc))
+            self._problem(str(exc), fatal=True)
+            return None
+        except asyncio.TimeoutError:
+            self._dialer.failed_attempts += 1
+            return f"no connection within {self.options.connect_timeout:.0f} s"
+        except SandraError as exc:
+            self._dialer.failed_attempts += 1
+            self._retry_after = getattr(exc, "retry_after", None)
+            self._problem(str(exc))
+            return str(exc)
+        except (OSError, aiohttp.ClientError, ValueError) as exc:
+            self._dialer.failed_attempts += 1
+            return f"{type(exc).__name__}: {exc}"
+        self._dialer.failed_attempts = 0
+        self._policy.connected(time.monotonic())
+        self.turn.reset()
+        self.life.connected()
+        self._record("connect", (time.monotonic() - started) * 1000)
+        self._send(protocol.full_session_update(self._session_options()))
+        for event in protocol.reseed(self.history.messages()):
+            self._send(event)
+        return await self._conn.lost
+
+    async def _teardown(self) -> None:
+        conn, self._conn = self._conn, None
+        if self._settle is not None:
+            self._settle.cancel()
+            self._settle = None
+        if conn is not None:
+            await conn.close()
+            self.turn.reset()
+            self._tell_speaking(False)
+
+    # --- events --------------------------------------------------------------------------
+
+    def _session_options(self) -> protocol.SessionOptions:
+        s = self.settings
+        return protocol.SessionOptions(
+            model=self.model, instructions=s.instructions, voice=s.voice, transcription_model=s.transcription_model,
+            hands_free=self.turn.hands_free, vad=s.vad, eagerness=s.eagerness,
+            noise_reduction=s.noise_reduction or None, language=s.language)
+
+    def _send(self, event: protocol.ClientEvent) -> bool:
+        return self._conn is not None and self._conn.send(event)
+
+    def _on_message(self, message: Any) -> None:
+        try:
+            kind, event = protocol.parse_server_event(message)
+        except protocol.BadEvent as exc:
+            self.bad_events.note(str(exc))
+            return
+        self._emit(ServerEvent(kind))
+        try:
+            self._handle(event)
+        except Exception:  # aiortc would let it kill the data channel: one bad event must not end the call
+            log.exception("could not handle a %s event", kind)
+            self.bad_events.note(f"an unhandled {kind} event")
+
+    def _handle(self, event: protocol.ServerEvent) -> None:
+        was_hands_free = self.turn.hands_free
+        self._apply(self.turn.on_server_event(event, time.monotonic()))
+        if isinstance(event, protocol.SessionChanged) and event.hands_free != was_hands_free:
+            self._emit(ModeChanged(event.hands_free))
+        elif isinstance(event, protocol.Transcript):
+            if event.final and event.text:
+                self.conversation.remember(event.role, event.text)
+            self._emit(TranscriptDelta(event.role, event.text, event.final, event.turn_id))
+        elif isinstance(event, protocol.ResponseDone) and event.status == "completed":
+            self._policy.proven()  # a completed turn proves the connection
+        elif isinstance(event, protocol.ServerError):
+            self.bad_events.note(f"an error event: {event.message}")
+
