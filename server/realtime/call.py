@@ -86,6 +86,8 @@ class RealtimeCall:
         self._answered_upto = 0  # conversation items before this index have been answered
         self._transcription: asyncio.Task[None] | None = None
         self._response: _Response | None = None
+        # output_audio_buffer.cleared names the response whose audio the buffer held.
+        self._last_response_id: str | None = None
         self._started = time.monotonic()
         self._connected_at: float | None = None
         self._closed = False
@@ -213,6 +215,7 @@ class RealtimeCall:
             self._send(server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=new_id("item")))
             if self._response is not None:
                 self._interrupt()
+                self._send_cleared()
         else:
             self._send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=new_id("item")))
             if self._commit(None):
@@ -277,8 +280,7 @@ class RealtimeCall:
             self._interrupt()
         elif kind == "output_audio_buffer.clear":
             self._out.clear()
-            self._send(server_event("output_audio_buffer.cleared",
-                                    response_id=self._response.id if self._response else None))
+            self._send_cleared()
         elif kind == "conversation.item.create":
             self._add_item(event)
 
@@ -333,13 +335,19 @@ class RealtimeCall:
                 # A turn was taken but not understood: answer it with "sorry", not with history.
                 self._conversation.append({"role": "user", "content": ""})
         self._send(server_event("conversation.item.input_audio_transcription.completed", item_id=item_id,
-                                content_index=0, transcript=transcript))
+                                content_index=0, transcript=transcript,
+                                usage={"type": "duration", "seconds": round(len(pcm) / RATE, 3)}))
 
     # ---- responses ---------------------------------------------------------------
 
     def _start_response(self) -> None:
-        response_id = new_id("resp")
+        response_id = self._last_response_id = new_id("resp")
         self._response = _Response(response_id, self._spawn(self._respond(response_id), "respond"))
+
+    def _send_cleared(self) -> None:
+        # OpenAI's event requires a response id; before any response the buffer never held audio.
+        if self._last_response_id is not None:
+            self._send(server_event("output_audio_buffer.cleared", response_id=self._last_response_id))
 
     def _interrupt(self) -> None:
         """Barge-in: the audio stops at the next frame and the response ends cancelled."""
