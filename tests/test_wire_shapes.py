@@ -171,6 +171,16 @@ async def test_a_full_turn_a_barge_in_and_a_reseed_match_the_sdk(server: ServerP
         mark = await client.push_to_talk(question)
         done = await client.wait_for("response.done", since=mark, timeout=30)
         assert done["response"]["status"] == "completed"
+        # Issue #15's fields: a refused voice change, then semantic_vad reported back, then push-to-talk again.
+        mark = client.mark()
+        client.send({"type": "session.update", "event_id": "new_voice",
+                     "session": {"type": "realtime", "audio": {"output": {"voice": "cedar"}}}})
+        assert (await client.wait_for("error", since=mark))["error"]["code"] == "cannot_update_voice"
+        for detection in ({"type": "semantic_vad", "eagerness": "low"}, None):
+            mark = client.mark()
+            client.send({"type": "session.update",
+                         "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}}})
+            await client.wait_for("session.updated", since=mark)
         # A barge-in: cancel while the answer plays.
         mark = await client.push_to_talk(question)
         await client.wait_for("output_audio_buffer.started", since=mark, timeout=30)

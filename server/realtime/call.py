@@ -88,6 +88,7 @@ class RealtimeCall:
         self._response: _Response | None = None
         # output_audio_buffer.cleared names the response whose audio the buffer held.
         self._last_response_id: str | None = None
+        self._assistant_audio_sent = False  # from then on the voice is fixed, as at OpenAI
         self._started = time.monotonic()
         self._connected_at: float | None = None
         self._closed = False
@@ -286,9 +287,10 @@ class RealtimeCall:
 
     def _update_session(self, event: ClientEvent) -> None:
         try:
-            self.session = apply_session_update(self.session, event.body.get("session"))
+            self.session = apply_session_update(self.session, event.body.get("session"),
+                                                voice_locked=self._assistant_audio_sent)
         except SessionError as exc:
-            raise EventError(str(exc), code="invalid_value", param=exc.param, event_id=event.event_id) from exc
+            raise EventError(str(exc), code=exc.code, param=exc.param, event_id=event.event_id) from exc
         self._vad = self._new_vad()
         self._send(server_event("session.updated", session=self.session.to_json(self.session_id)))
 
@@ -402,6 +404,7 @@ class RealtimeCall:
         playback = self._out.play(await self._speech.synthesize(text))
         synthesized = time.monotonic()
         await playback.started
+        self._assistant_audio_sent = self._assistant_audio_sent or playback.sent > 0
         log.debug("call %s: answer synthesized in %.0f ms, first frame out %.0f ms later", self.id,
                   (synthesized - asked) * 1000, (time.monotonic() - synthesized) * 1000)
         self._send(server_event("output_audio_buffer.started", response_id=response_id))
