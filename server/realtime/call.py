@@ -52,6 +52,7 @@ class CallOptions:
     connect_timeout_s: float = 20.0
     drop_after_s: float | None = None  # fault: end each call after this long
     stall_datachannel: bool = False  # fault: send no events at all
+    quiet_audio: bool = False  # no RTP while not answering (a provider with DTX)
 
 
 def mono_samples(frame: AudioFrame) -> np.ndarray:
@@ -77,7 +78,8 @@ class RealtimeCall:
         self._speech = speech
         self._on_closed = on_closed
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._out = OutputTrack(Pacing.PASS_THROUGH if options.mode is Mode.ECHO else Pacing.CLOCK)
+        self._out = OutputTrack(Pacing.PASS_THROUGH if options.mode is Mode.ECHO else Pacing.CLOCK,
+                                quiet=options.quiet_audio)
         self._channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._input: collections.deque[np.ndarray] = collections.deque(maxlen=MAX_TURN_S * RATE // FRAME_SAMPLES)
