@@ -17,10 +17,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiortc import RTCDataChannel
-from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+from openai.types.realtime import ClientSecretCreateResponse, RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from core.call_state import Phase
@@ -87,6 +88,15 @@ def shape_problems(message: str | bytes, *, server: bool) -> list[str]:
             return [f"{kind}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         return [f"{kind}: refused by the union but not by its own model"]
     return [f"{kind}: unknown field {path}" for path in unknown_fields(event, kind)]
+
+
+def response_problems(body: str) -> list[str]:
+    """What is wrong with a client_secrets response body by the SDK's ClientSecretCreateResponse."""
+    try:
+        parsed = TypeAdapter(ClientSecretCreateResponse).validate_json(body, strict=True)
+    except ValidationError as exc:
+        return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return [f"unknown field {path}" for path in unknown_fields(parsed, "client_secrets")]
 
 
 def all_problems(messages: list[str | bytes], *, server: bool) -> str:
@@ -176,11 +186,13 @@ async def test_a_full_turn_a_barge_in_and_a_reseed_match_the_sdk(server: ServerP
         client.send({"type": "session.update", "event_id": "new_voice",
                      "session": {"type": "realtime", "audio": {"output": {"voice": "cedar"}}}})
         assert (await client.wait_for("error", since=mark))["error"]["code"] == "cannot_update_voice"
-        for detection in ({"type": "semantic_vad", "eagerness": "low"}, None):
-            mark = client.mark()
-            client.send({"type": "session.update",
-                         "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}}})
-            await client.wait_for("session.updated", since=mark)
+        # A hands-free turn, taken by the server's VAD.
+        await _set_turn_detection(client, {"type": "semantic_vad", "eagerness": "high"})
+        mark = client.mark()
+        client.speak(question)
+        await client.wait_for("input_audio_buffer.speech_stopped", since=mark, timeout=15)
+        assert (await client.wait_for("response.done", since=mark, timeout=30))["response"]["status"] == "completed"
+        await _set_turn_detection(client, None)
         # A barge-in: cancel while the answer plays.
         mark = await client.push_to_talk(question)
         await client.wait_for("output_audio_buffer.started", since=mark, timeout=30)
@@ -199,12 +211,38 @@ async def test_a_full_turn_a_barge_in_and_a_reseed_match_the_sdk(server: ServerP
     received = types_of(client.received_raw)
     for expected in ("session.created", "session.updated", "conversation.item.created", "input_audio_buffer.cleared",
                      "input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed",
+                     "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                      "response.created", "response.output_audio_transcript.delta",
                      "response.output_audio_transcript.done", "output_audio_buffer.started",
                      "output_audio_buffer.stopped", "output_audio_buffer.cleared", "response.done", "error"):
         assert expected in received, f"the call never produced {expected}: {received}"
     assert all_problems(client.received_raw, server=True) == ""
     assert all_problems(client.sent_raw, server=False) == ""
+
+
+async def _set_turn_detection(client: RealtimeClient, detection: dict | None) -> None:
+    mark = client.mark()
+    client.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": detection}}}})
+    await client.wait_for("session.updated", since=mark)
+
+
+async def test_the_client_secrets_response_matches_the_sdk(server: ServerProcess) -> None:
+    session = {"type": "realtime", "instructions": "Be brief.", "audio": {
+        "input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"},
+                  "noise_reduction": {"type": "far_field"}, "transcription": {"model": "whisper-1", "language": "en"}},
+        "output": {"voice": "cedar"}}}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.base_url}/realtime/client_secrets", json={"session": session},
+                             headers={"Authorization": f"Bearer {server.server_key}"}) as response:
+            body = await response.text()
+            assert response.status == 200, body
+    assert response_problems(body) == []
+    reported = json.loads(body)["session"]["audio"]
+    assert reported["input"]["turn_detection"]["eagerness"] == "high" and reported["output"]["voice"] == "cedar"
+    # The checker sees a field the SDK does not know here too.
+    assert response_problems(body.replace('"eagerness"', '"eagerness_level"', 1)) == [
+        "unknown field session.audio.input.turn_detection.eagerness_level"]
 
 
 # ---- what the app's engine sends ---------------------------------------------------------
