@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 import pytest
 
+from _server_fixtures import connect, question  # noqa: F401 - fixtures
 from base.pcm import level_dbfs
-from rig.realtime_client import RealtimeClient, ephemeral_key
+from rig.realtime_client import RealtimeClient
 from rig.server_process import ServerProcess, start_server
 
 pytestmark = pytest.mark.timeout(150)
@@ -31,24 +31,10 @@ async def rtp_packets(client: RealtimeClient) -> int:
 
 
 @pytest.fixture(scope="module")
-def question(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    from rig.speech_samples import make_speech_wav, read_wav_int16
-
-    samples, _ = read_wav_int16(make_speech_wav("what time is it", tmp_path_factory.mktemp("q") / "q.wav"))
-    return samples
-
-
-@pytest.fixture(scope="module")
 def quiet_server(tmp_path_factory: pytest.TempPathFactory):
     process = start_server(tmp_path_factory.mktemp("quiet"), "--quiet-audio")
     yield process
     assert process.stop() == 0, process.stderr()
-
-
-async def _connect(server: ServerProcess) -> RealtimeClient:
-    client = await RealtimeClient.connect(server.base_url, await ephemeral_key(server.base_url, server.server_key))
-    await client.wait_for("session.created")
-    return client
 
 
 async def _packets_while_idle(client: RealtimeClient, seconds: float) -> int:
@@ -59,7 +45,7 @@ async def _packets_while_idle(client: RealtimeClient, seconds: float) -> int:
 
 async def test_a_quiet_server_sends_nothing_while_idle_and_still_answers(quiet_server: ServerProcess,
                                                                          question) -> None:
-    client = await _connect(quiet_server)
+    client = await connect(quiet_server)
     try:
         assert await rtp_packets(client) == 0, "audio arrived before anything was asked"
         assert await _packets_while_idle(client, IDLE_S) == 0
@@ -89,7 +75,7 @@ async def test_a_quiet_server_sends_nothing_while_idle_and_still_answers(quiet_s
 async def test_the_streaming_server_sends_all_the_time(tmp_path) -> None:
     server = start_server(tmp_path)
     try:
-        client = await _connect(server)
+        client = await connect(server)
         try:
             await asyncio.sleep(0.5)
             started = time.monotonic()

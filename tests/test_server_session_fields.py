@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
-from rig.realtime_client import RealtimeClient, ephemeral_key
-from rig.server_process import ServerProcess, start_server
+from _server_fixtures import connect, question, server  # noqa: F401 - fixtures
+from rig.server_process import ServerProcess
 from server.realtime.session import (
     EAGERNESS_SILENCE_MS,
     VOICE_LOCKED_MESSAGE,
@@ -105,31 +104,10 @@ def test_once_audio_was_sent_the_voice_cannot_change(raw, voice, refused) -> Non
 
 # ---- real calls -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    process = start_server(tmp_path_factory.mktemp("fields"))
-    yield process
-    assert process.stop() == 0, process.stderr()
-
-
-@pytest.fixture(scope="module")
-def question(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    from rig.speech_samples import make_speech_wav, read_wav_int16
-
-    samples, _ = read_wav_int16(make_speech_wav("what time is it", tmp_path_factory.mktemp("q") / "q.wav"))
-    return samples
-
-
-async def _connect(server: ServerProcess) -> RealtimeClient:
-    client = await RealtimeClient.connect(server.base_url, await ephemeral_key(server.base_url, server.server_key))
-    await client.wait_for("session.created")
-    return client
-
-
 @pytest.mark.timeout(120)
 async def test_a_voice_change_after_an_answer_is_refused_and_the_call_goes_on(server: ServerProcess,
                                                                              question) -> None:
-    client = await _connect(server)
+    client = await connect(server)
     try:
         mark = client.mark()
         client.send({"type": "session.update", "session": {"type": "realtime", "audio": {
@@ -161,7 +139,7 @@ async def test_a_voice_change_after_an_answer_is_refused_and_the_call_goes_on(se
 
 @pytest.mark.timeout(120)
 async def test_semantic_vad_takes_hands_free_turns(server: ServerProcess, question) -> None:
-    client = await _connect(server)
+    client = await connect(server)
     try:
         mark = client.mark()
         client.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
