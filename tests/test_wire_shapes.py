@@ -216,7 +216,11 @@ async def test_what_the_engine_sends_matches_the_sdk(server: ServerProcess, tmp_
         engine.press()
         await _wait_for_message(tap, "response.done", 10, since=mark)
         engine.release()
-        await asyncio.sleep(0.3)
+        # Hands-free switched on mid-call, after audio played: accepted (the voice did not change).
+        mark = len(tap.received)
+        await engine.set_hands_free(True)
+        await _wait_for_message(tap, "session.updated", 10, since=mark)
+        assert "cannot_update_voice" not in "".join(map(str, tap.received[mark:]))
     finally:
         await engine.close()
     sent = types_of(tap.sent)
