@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
+from aiortc.mediastreams import MediaStreamError
 
 from _server_fixtures import connect, question  # noqa: F401 - fixtures
-from base.pcm import level_dbfs
+from base.pcm import FRAME_SAMPLES, level_dbfs
 from rig.realtime_client import RealtimeClient
 from rig.server_process import ServerProcess, start_server
+from server.realtime.audio_out import OutputTrack, Pacing
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -28,6 +31,31 @@ async def rtp_packets(client: RealtimeClient) -> int:
     """RTP packets the client has received on its incoming audio so far."""
     stats = await client.pc.getStats()
     return sum(s.packetsReceived for s in stats.values() if s.type == "inbound-rtp")
+
+
+@pytest.mark.parametrize("pacing", list(Pacing))
+async def test_a_quiet_track_gives_no_frame_until_audio_is_queued(pacing: Pacing) -> None:
+    track = OutputTrack(pacing, quiet=True)
+    waiting = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.2)  # ten frame times: a streaming track would have sent silence by now
+    assert not waiting.done()
+    loud = np.full(2 * FRAME_SAMPLES, 8000, dtype=np.int16)
+    if pacing is Pacing.CLOCK:  # an answer, two frames
+        playback = track.play(loud)
+    else:  # echo: one received frame
+        playback = None
+        track.push(loud[:FRAME_SAMPLES])
+    frame = await asyncio.wait_for(waiting, 1)
+    assert frame.to_ndarray().max() == 8000
+    if playback is not None:  # the rest of the answer, then quiet again
+        await track.recv()
+        assert await playback.finished
+    waiting = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    track.stop()  # a stopped track ends the waiting recv() instead of leaving it hanging
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(waiting, 1)
 
 
 @pytest.fixture(scope="module")

@@ -216,9 +216,8 @@ class RealtimeCall:
         ms = event.sample * 1000 // RATE
         if event.kind is VadKind.SPEECH_STARTED:
             self._send(server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=new_id("item")))
-            if self._response is not None:
-                self._interrupt()
-                self._send_cleared()
+            if self._response is not None and self._interrupt():
+                self._send_cleared()  # as OpenAI does when VAD cuts audio that was playing
         else:
             self._send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=new_id("item")))
             if self._commit(None):
@@ -353,11 +352,14 @@ class RealtimeCall:
         if self._last_response_id is not None:
             self._send(server_event("output_audio_buffer.cleared", response_id=self._last_response_id))
 
-    def _interrupt(self) -> None:
-        """Barge-in: the audio stops at the next frame and the response ends cancelled."""
-        self._out.clear()
+    def _interrupt(self) -> bool:
+        """Barge-in: the audio stops at the next frame and the response ends cancelled.
+
+        True when answer audio was playing or queued (and is now cut)."""
+        cut = self._out.clear()
         if self._response is not None:
             self._response.task.cancel()
+        return cut
 
     def _response_json(self, response_id: str, status: str, text: str | None) -> dict[str, Any]:
         output = [] if text is None else [{
