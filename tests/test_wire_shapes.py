@@ -143,6 +143,70 @@ def test_the_checker_finds_wrong_types_missing_and_unknown_fields(event, server,
 
 # ---- a real call --------------------------------------------------------------------
 
+async def test_a_full_turn_a_barge_in_and_a_reseed_match_the_sdk(server: ServerProcess, question) -> None:
+    client = await connect(server)
+    try:
+        # Re-seed a conversation, as the app does on a new session.
+        mark = client.mark()
+        client.send({"type": "session.update", "session": {
+            "type": "realtime", "instructions": "Be brief.",
+            "audio": {"input": {"turn_detection": None, "transcription": {"model": "whisper-1", "language": "en"},
+                                "noise_reduction": {"type": "near_field"}},
+                      "output": {"voice": "marin"}}}})
+        await client.wait_for("session.updated", since=mark)
+        for role, part, text in (("user", "input_text", "hello"), ("assistant", "output_text", "Hi there.")):
+            client.send({"type": "conversation.item.create", "event_id": f"seed_{role}",
+                         "item": {"type": "message", "role": role, "content": [{"type": part, "text": text}]}})
+        # A full push-to-talk turn.
+        mark = await client.push_to_talk(question)
+        done = await client.wait_for("response.done", since=mark, timeout=30)
+        assert done["response"]["status"] == "completed"
+        # Issue #15's fields: a refused voice change, then semantic_vad reported back, then push-to-talk again.
+        mark = client.mark()
+        client.send({"type": "session.update", "event_id": "new_voice",
+                     "session": {"type": "realtime", "audio": {"output": {"voice": "cedar"}}}})
+        assert (await client.wait_for("error", since=mark))["error"]["code"] == "cannot_update_voice"
+        # A hands-free turn, taken by the server's VAD.
+        await _set_turn_detection(client, {"type": "semantic_vad", "eagerness": "high"})
+        mark = client.mark()
+        client.speak(question)
+        await client.wait_for("output_audio_buffer.started", since=mark, timeout=30)
+        # ...and barged in on by voice: the server's VAD cuts the answer.
+        mark = client.mark()
+        client.speak(question)
+        cleared = await client.wait_for("output_audio_buffer.cleared", since=mark, timeout=10)
+        cut = await client.wait_for("response.done", since=mark, timeout=10)
+        assert cut["response"]["status"] == "cancelled" and cleared["response_id"] == cut["response"]["id"]
+        await client.wait_for("input_audio_buffer.speech_stopped", since=mark, timeout=15)
+        await client.wait_for("output_audio_buffer.stopped", since=mark, timeout=30)
+        await _set_turn_detection(client, None)
+        # A barge-in: cancel while the answer plays.
+        mark = await client.push_to_talk(question)
+        await client.wait_for("output_audio_buffer.started", since=mark, timeout=30)
+        client.send({"type": "response.cancel"})
+        client.send({"type": "output_audio_buffer.clear"})
+        cut = await client.wait_for("response.done", since=mark, timeout=10)
+        assert cut["response"]["status"] == "cancelled"
+        # A refused event: its error must have OpenAI's shape too.
+        mark = client.mark()
+        client.send({"type": "response.cancel", "event_id": "nothing_to_cancel"})
+        error = await client.wait_for("error", since=mark)
+        assert error["error"]["event_id"] == "nothing_to_cancel"
+        await asyncio.sleep(0.3)
+    finally:
+        await client.close()
+    received = types_of(client.received_raw)
+    for expected in ("session.created", "session.updated", "conversation.item.created", "input_audio_buffer.cleared",
+                     "input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed",
+                     "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                     "response.created", "response.output_audio_transcript.delta",
+                     "response.output_audio_transcript.done", "output_audio_buffer.started",
+                     "output_audio_buffer.stopped", "output_audio_buffer.cleared", "response.done", "error"):
+        assert expected in received, f"the call never produced {expected}: {received}"
+    assert all_problems(client.received_raw, server=True) == ""
+    assert all_problems(client.sent_raw, server=False) == ""
+
+
 async def _set_turn_detection(client: RealtimeClient, detection: dict | None) -> None:
     mark = client.mark()
     client.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
