@@ -65,6 +65,9 @@ class RealtimeClient:
         self.mic = OutputTrack(Pacing.CLOCK)  # the same real-time 20 ms sender the server uses
         self.channel = self.pc.createDataChannel("oai-events")
         self.events: list[dict[str, Any]] = []
+        # Every data-channel message exactly as it crossed the wire, for shape checks.
+        self.sent_raw: list[str | bytes] = []
+        self.received_raw: list[str | bytes] = []
         self.audio = ReceivedAudio()
         self.location: str | None = None
         self._changed = asyncio.Condition()
@@ -112,6 +115,7 @@ class RealtimeClient:
             self.audio.arrivals.append(time.monotonic())
 
     def _on_message(self, message: str | bytes) -> None:
+        self.received_raw.append(message)
         event = json.loads(message)
         event["_received_at"] = time.monotonic()
         self.events.append(event)
@@ -126,9 +130,10 @@ class RealtimeClient:
         return len(self.events)
 
     def send(self, event: dict[str, Any]) -> None:
-        self.channel.send(json.dumps(event))
+        self.send_raw(json.dumps(event))
 
     def send_raw(self, message: str | bytes) -> None:
+        self.sent_raw.append(message)
         self.channel.send(message)
 
     def speak(self, pcm: np.ndarray) -> Playback:

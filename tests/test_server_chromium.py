@@ -103,7 +103,7 @@ def chromium_flags(profile: Path, wav: Path) -> list[str]:
 
 @pytest.fixture
 def question_wav(tmp_path: Path) -> Path:
-    from speech_samples import make_speech_wav, read_wav_int16
+    from rig.speech_samples import make_speech_wav, read_wav_int16
 
     samples, rate = read_wav_int16(make_speech_wav("what time is it", tmp_path / "question.wav"))
     # Chromium loops the file: a long pause lets the answer play out before the question repeats.

@@ -38,6 +38,7 @@ class ServerOptions:
     mode: Mode = Mode.ASSISTANT
     max_calls: int = 8
     allow_origins: tuple[str, ...] = ()
+    quiet_audio: bool = False  # send no RTP while not answering (CallOptions.quiet_audio)
     faults: Faults = field(default_factory=Faults)
 
 
@@ -140,7 +141,7 @@ class RealtimeServer:
         faults = self.options.faults
         call_id = new_id("rtc")
         options = CallOptions(mode=self.options.mode, drop_after_s=faults.drop_after_s,
-                              stall_datachannel=faults.stall_datachannel)
+                              stall_datachannel=faults.stall_datachannel, quiet_audio=self.options.quiet_audio)
         call = RealtimeCall(call_id, session, options, self.speech, self._forget)
         started = time.monotonic()
         try:

@@ -1,4 +1,5 @@
-"""The server's outgoing audio track: 20 ms Opus-ready frames, silence when idle.
+"""The server's outgoing audio track: 20 ms Opus-ready frames, silence when idle
+(or, quiet, nothing at all when idle).
 
 Two pacings:
 - CLOCK (assistant): a whole answer is queued at once and sent on a real-time 20 ms
@@ -6,6 +7,10 @@ Two pacings:
 - PASS_THROUGH (echo): each frame handed in goes out on the next recv() at once, no
   added buffering; silence only fills a gap longer than a few frames.
 Barge-in is clear(): the queue is emptied, so the next frame sent is silence.
+
+Quiet (`serve --quiet-audio`): recv() blocks while nothing is queued, so aiortc's
+sender sends no RTP between answers, as a provider with DTX or audio only while
+speaking does. RTP timestamps stay contiguous across the pause (the sender pauses).
 """
 
 from __future__ import annotations
@@ -46,9 +51,10 @@ class Playback:
 
 
 class OutputTrack(PacedTrack):
-    def __init__(self, pacing: Pacing) -> None:
+    def __init__(self, pacing: Pacing, *, quiet: bool = False) -> None:
         super().__init__()
         self._pacing = pacing
+        self._quiet = quiet
         self._queue: collections.deque[tuple[np.ndarray, Playback | None]] = collections.deque()
         self._arrived = asyncio.Event()
 
@@ -89,12 +95,21 @@ class OutputTrack(PacedTrack):
     def stop(self) -> None:
         self.clear()
         super().stop()
+        self._arrived.set()  # wakes a quiet recv(), which then sees the track ended
 
     async def wait_for_next(self) -> None:
+        if self._quiet:
+            await self._wait_for_audio()
         if self._pacing is Pacing.CLOCK:
             await super().wait_for_next()
         else:
             await self._wait_for_frame()
+
+    async def _wait_for_audio(self) -> None:
+        """Quiet: until something is queued (or the track stops)."""
+        while not self._queue and self.readyState == "live":
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def _wait_for_frame(self) -> None:
         if self._queue:

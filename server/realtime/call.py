@@ -52,6 +52,7 @@ class CallOptions:
     connect_timeout_s: float = 20.0
     drop_after_s: float | None = None  # fault: end each call after this long
     stall_datachannel: bool = False  # fault: send no events at all
+    quiet_audio: bool = False  # no RTP while not answering (a provider with DTX)
 
 
 def mono_samples(frame: AudioFrame) -> np.ndarray:
@@ -77,7 +78,8 @@ class RealtimeCall:
         self._speech = speech
         self._on_closed = on_closed
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._out = OutputTrack(Pacing.PASS_THROUGH if options.mode is Mode.ECHO else Pacing.CLOCK)
+        self._out = OutputTrack(Pacing.PASS_THROUGH if options.mode is Mode.ECHO else Pacing.CLOCK,
+                                quiet=options.quiet_audio)
         self._channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._input: collections.deque[np.ndarray] = collections.deque(maxlen=MAX_TURN_S * RATE // FRAME_SAMPLES)
@@ -86,6 +88,9 @@ class RealtimeCall:
         self._answered_upto = 0  # conversation items before this index have been answered
         self._transcription: asyncio.Task[None] | None = None
         self._response: _Response | None = None
+        # output_audio_buffer.cleared names the response whose audio the buffer held.
+        self._last_response_id: str | None = None
+        self._assistant_audio_sent = False  # from then on the voice is fixed, as at OpenAI
         self._started = time.monotonic()
         self._connected_at: float | None = None
         self._closed = False
@@ -211,8 +216,8 @@ class RealtimeCall:
         ms = event.sample * 1000 // RATE
         if event.kind is VadKind.SPEECH_STARTED:
             self._send(server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=new_id("item")))
-            if self._response is not None:
-                self._interrupt()
+            if self._response is not None and self._interrupt():
+                self._send_cleared()  # as OpenAI does when VAD cuts audio that was playing
         else:
             self._send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=new_id("item")))
             if self._commit(None):
@@ -277,16 +282,16 @@ class RealtimeCall:
             self._interrupt()
         elif kind == "output_audio_buffer.clear":
             self._out.clear()
-            self._send(server_event("output_audio_buffer.cleared",
-                                    response_id=self._response.id if self._response else None))
+            self._send_cleared()
         elif kind == "conversation.item.create":
             self._add_item(event)
 
     def _update_session(self, event: ClientEvent) -> None:
         try:
-            self.session = apply_session_update(self.session, event.body.get("session"))
+            self.session = apply_session_update(self.session, event.body.get("session"),
+                                                voice_locked=self._assistant_audio_sent)
         except SessionError as exc:
-            raise EventError(str(exc), code="invalid_value", param=exc.param, event_id=event.event_id) from exc
+            raise EventError(str(exc), code=exc.code, param=exc.param, event_id=event.event_id) from exc
         self._vad = self._new_vad()
         self._send(server_event("session.updated", session=self.session.to_json(self.session_id)))
 
@@ -333,19 +338,28 @@ class RealtimeCall:
                 # A turn was taken but not understood: answer it with "sorry", not with history.
                 self._conversation.append({"role": "user", "content": ""})
         self._send(server_event("conversation.item.input_audio_transcription.completed", item_id=item_id,
-                                content_index=0, transcript=transcript))
+                                content_index=0, transcript=transcript,
+                                usage={"type": "duration", "seconds": round(len(pcm) / RATE, 3)}))
 
     # ---- responses ---------------------------------------------------------------
 
     def _start_response(self) -> None:
-        response_id = new_id("resp")
+        response_id = self._last_response_id = new_id("resp")
         self._response = _Response(response_id, self._spawn(self._respond(response_id), "respond"))
 
-    def _interrupt(self) -> None:
-        """Barge-in: the audio stops at the next frame and the response ends cancelled."""
-        self._out.clear()
+    def _send_cleared(self) -> None:
+        # OpenAI's event requires a response id; before any response the buffer never held audio.
+        if self._last_response_id is not None:
+            self._send(server_event("output_audio_buffer.cleared", response_id=self._last_response_id))
+
+    def _interrupt(self) -> bool:
+        """Barge-in: the audio stops at the next frame and the response ends cancelled.
+
+        True when answer audio was playing or queued (and is now cut)."""
+        cut = self._out.clear()
         if self._response is not None:
             self._response.task.cancel()
+        return cut
 
     def _response_json(self, response_id: str, status: str, text: str | None) -> dict[str, Any]:
         output = [] if text is None else [{
@@ -394,6 +408,7 @@ class RealtimeCall:
         playback = self._out.play(await self._speech.synthesize(text))
         synthesized = time.monotonic()
         await playback.started
+        self._assistant_audio_sent = self._assistant_audio_sent or playback.sent > 0
         log.debug("call %s: answer synthesized in %.0f ms, first frame out %.0f ms later", self.id,
                   (synthesized - asked) * 1000, (time.monotonic() - synthesized) * 1000)
         self._send(server_event("output_audio_buffer.started", response_id=response_id))

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ASSISTANT.value,
                         help="assistant (default): recognise, answer and speak; echo: send the audio back")
     parser.add_argument("--max-calls", type=int, default=8, help="concurrent calls before 503 (default 8)")
+    parser.add_argument("--quiet-audio", action="store_true",
+                        help="send no audio packets while not answering, as a provider with DTX does "
+                             "(default: a steady stream, silence between answers)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail on the console")
     faults = parser.add_argument_group("fault injection (tests only)")
     faults.add_argument("--fault-drop-after", type=float, metavar="SECONDS", help="end each call after SECONDS")
@@ -80,6 +83,7 @@ def main(argv: list[str]) -> int:
         mode=Mode(args.mode),
         max_calls=args.max_calls,
         allow_origins=tuple(args.allow_origin),
+        quiet_audio=args.quiet_audio,
         faults=Faults(drop_after_s=args.fault_drop_after, stall_datachannel=args.fault_stall_datachannel,
                       sdp_delay_ms=args.fault_sdp_delay_ms, token_status=args.fault_token_status,
                       token_count=args.fault_token_count),

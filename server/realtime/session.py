@@ -14,26 +14,36 @@ from typing import Any
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "marin"
 VAD_TYPES = ("server_vad", "semantic_vad")
+NOISE_REDUCTION_TYPES = ("near_field", "far_field")
+# semantic_vad runs on this server's own VAD: eagerness picks how long a pause ends the turn.
+EAGERNESS_SILENCE_MS = {"low": 900, "medium": 500, "auto": 500, "high": 250}
+VOICE_LOCKED_MESSAGE = "Cannot update a conversation's voice if assistant audio is present."
 
 
 class SessionError(ValueError):
     """A session field has the wrong type or value; param names it (dotted path)."""
 
-    def __init__(self, param: str, message: str) -> None:
+    def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
 @dataclass(frozen=True)
 class TurnDetection:
-    """Hands-free settings (OpenAI's server_vad fields)."""
+    """Hands-free settings: OpenAI's server_vad fields, or semantic_vad's eagerness."""
 
     type: str = "server_vad"
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
+    eagerness: str = "auto"  # semantic_vad only
 
     def to_json(self) -> dict[str, Any]:
+        # Each type reports only the fields OpenAI's model of it has.
+        if self.type == "semantic_vad":
+            return {"type": self.type, "eagerness": self.eagerness, "create_response": True,
+                    "interrupt_response": True}
         return {"type": self.type, "threshold": self.threshold, "prefix_padding_ms": self.prefix_padding_ms,
                 "silence_duration_ms": self.silence_duration_ms, "create_response": True,
                 "interrupt_response": True}
@@ -48,9 +58,12 @@ class SessionConfig:
     # desktop app asks for push-to-talk (None) in its client_secrets request.
     turn_detection: TurnDetection | None = TurnDetection()
     transcription_model: str | None = None
+    transcription_language: str | None = None  # accepted and reported; the recogniser is English only
+    noise_reduction: str | None = None  # accepted and reported; this server does no noise reduction
 
     def to_json(self, session_id: str, expires_at: float | None = None) -> dict[str, Any]:
-        transcription = {"model": self.transcription_model} if self.transcription_model else None
+        transcription = {key: value for key, value in (("model", self.transcription_model),
+                                                       ("language", self.transcription_language)) if value} or None
         return {
             "type": "realtime",
             "object": "realtime.session",
@@ -62,6 +75,7 @@ class SessionConfig:
             "audio": {
                 "input": {"format": {"type": "audio/pcm", "rate": 24000},
                           "transcription": transcription,
+                          "noise_reduction": {"type": self.noise_reduction} if self.noise_reduction else None,
                           "turn_detection": self.turn_detection.to_json() if self.turn_detection else None},
                 "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice, "speed": 1.0},
             },
@@ -92,10 +106,18 @@ def _turn_detection(raw: Any, current: TurnDetection | None, param: str) -> Turn
         return None
     if not isinstance(raw, dict):
         raise SessionError(param, f"'{param}' must be an object or null")
-    kind = _field(raw, "type", str, f"{param}.type") or "server_vad"
+    # A tuning without a type keeps the current type.
+    kind = _field(raw, "type", str, f"{param}.type") or (current.type if current else "server_vad")
     if kind not in VAD_TYPES:
         raise SessionError(f"{param}.type", f"'{param}.type' must be one of {', '.join(VAD_TYPES)}, got {kind!r}")
-    base = current or TurnDetection()
+    # Settings carry over only within one type (semantic_vad's silence comes from its eagerness).
+    base = current if current is not None and current.type == kind else TurnDetection(type=kind)
+    if kind == "semantic_vad":
+        eagerness = _field(raw, "eagerness", str, f"{param}.eagerness") or base.eagerness
+        if eagerness not in EAGERNESS_SILENCE_MS:
+            raise SessionError(f"{param}.eagerness", f"'{param}.eagerness' must be one of "
+                                                     f"{', '.join(EAGERNESS_SILENCE_MS)}, got {eagerness!r}")
+        return TurnDetection(type=kind, silence_duration_ms=EAGERNESS_SILENCE_MS[eagerness], eagerness=eagerness)
     threshold = _number(raw, "threshold", f"{param}.threshold", 0.0, 1.0)
     padding = _number(raw, "prefix_padding_ms", f"{param}.prefix_padding_ms", 0, 5000)
     silence = _number(raw, "silence_duration_ms", f"{param}.silence_duration_ms", 60, 10000)
@@ -107,8 +129,25 @@ def _turn_detection(raw: Any, current: TurnDetection | None, param: str) -> Turn
     )
 
 
-def apply_session_update(current: SessionConfig, raw: Any, param: str = "session") -> SessionConfig:
-    """current with the fields of raw applied; raises SessionError on a bad field."""
+def _noise_reduction(raw: Any, param: str) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SessionError(param, f"'{param}' must be an object or null")
+    kind = _field(raw, "type", str, f"{param}.type")
+    if kind not in NOISE_REDUCTION_TYPES:
+        raise SessionError(f"{param}.type", f"'{param}.type' must be one of {', '.join(NOISE_REDUCTION_TYPES)}, "
+                                            f"got {kind!r}")
+    return kind
+
+
+def apply_session_update(current: SessionConfig, raw: Any, param: str = "session", *,
+                         voice_locked: bool = False) -> SessionConfig:
+    """current with the fields of raw applied; raises SessionError on a bad field.
+
+    voice_locked: assistant audio has been sent, so the voice may no longer change
+    (OpenAI refuses the whole update with code cannot_update_voice).
+    """
     if not isinstance(raw, dict):
         raise SessionError(param, f"'{param}' must be an object")
     kind = _field(raw, "type", str, f"{param}.type")
@@ -133,10 +172,17 @@ def apply_session_update(current: SessionConfig, raw: Any, param: str = "session
         changes["turn_detection"] = _turn_detection(audio_in["turn_detection"], current.turn_detection,
                                                     f"{param}.audio.input.turn_detection")
     if "transcription" in audio_in:
-        transcription = _field(audio_in, "transcription", dict, f"{param}.audio.input.transcription")
-        model = _field(transcription or {}, "model", str, f"{param}.audio.input.transcription.model")
-        changes["transcription_model"] = model
+        transcription = _field(audio_in, "transcription", dict, f"{param}.audio.input.transcription") or {}
+        changes["transcription_model"] = _field(transcription, "model", str,
+                                                f"{param}.audio.input.transcription.model")
+        changes["transcription_language"] = _field(transcription, "language", str,
+                                                   f"{param}.audio.input.transcription.language")
+    if "noise_reduction" in audio_in:
+        changes["noise_reduction"] = _noise_reduction(audio_in["noise_reduction"],
+                                                      f"{param}.audio.input.noise_reduction")
     voice = _field(audio_out, "voice", str, f"{param}.audio.output.voice")
     if voice is not None:
         changes["voice"] = voice
+    if voice_locked and changes.get("voice", current.voice) != current.voice:
+        raise SessionError(f"{param}.audio.output.voice", VOICE_LOCKED_MESSAGE, code="cannot_update_voice")
     return replace(current, **changes)
