@@ -18,8 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _metrics_helpers import ReceiverProcess, run_receiver
-from server.metrics_receiver import MAX_BODY, PATH, RateLimiter, selftest_check
-from server.metrics_store import InvalidBatch, parse_batch
+from server.metrics.app import MAX_BODY, PATH
+from server.metrics.batch import InvalidBatch, parse_batch
+from server.metrics.rate_limit import RateLimiter
+from server.metrics.selftest import selftest_check
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,11 +85,11 @@ async def test_valid_post_is_stored_and_counted(tmp_path: Path, http: aiohttp.Cl
     finally:
         assert receiver.stop() == 0
     assert sample(text, "sandra_metrics_batches_total") == 3
-    assert sample(text, 'sandra_latency_latest_ms{stat="p99"}') == 700.0
-    assert sample(text, 'sandra_latency_latest_ms{stat="avg"}') == 250.0
-    assert sample(text, 'sandra_latency_reported_ms_count{stat="p99"}') == 3
-    assert sample(text, 'sandra_latency_reported_ms_sum{stat="p99"}') == 650.0 + 1500.0 + 700.0
-    assert sample(text, 'sandra_latency_reported_ms_bucket{le="1000.0",stat="p99"}') == 2
+    assert sample(text, 'sandra_latency_latest_seconds{stat="p99"}') == 0.7
+    assert sample(text, 'sandra_latency_latest_seconds{stat="avg"}') == 0.25
+    assert sample(text, 'sandra_latency_reported_seconds_count{stat="p99"}') == 3
+    assert sample(text, 'sandra_latency_reported_seconds_sum{stat="p99"}') == pytest.approx(0.65 + 1.5 + 0.7)
+    assert sample(text, 'sandra_latency_reported_seconds_bucket{le="1.0",stat="p99"}') == 2
     assert sample(text, "sandra_metrics_high_p99_batches_total") == 1
     assert "desk-1" not in text  # no label per session
     assert "high latency" in receiver.stderr() and "p99=1500 ms" in receiver.stderr()
@@ -114,8 +116,8 @@ async def test_everything_survives_a_restart(tmp_path: Path, http: aiohttp.Clien
     finally:
         assert second.stop() == 0
     assert sample(rebuilt, "sandra_metrics_batches_total") == 2
-    assert sample(rebuilt, 'sandra_latency_latest_ms{stat="p99"}') == 800.0
-    assert sample(rebuilt, 'sandra_latency_reported_ms_sum{stat="p99"}') == 1300.0
+    assert sample(rebuilt, 'sandra_latency_latest_seconds{stat="p99"}') == 0.8
+    assert sample(rebuilt, 'sandra_latency_reported_seconds_sum{stat="p99"}') == pytest.approx(1.3)
     assert sample(after, "sandra_metrics_batches_total") == 3
     assert sample(after, "sandra_metrics_high_p99_batches_total") == 1
 
