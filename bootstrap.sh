@@ -37,7 +37,7 @@ install_system_packages() {
 }
 
 # The browser-interop test drives the system's Chromium against the local server.
-[ "$mode" = test ] && apt_packages+=(chromium)
+[ "$mode" = test ] && apt_packages+=(chromium prometheus)
 install_system_packages "${apt_packages[@]}"
 
 py=${PYTHON:-python3}

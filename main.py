@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 # Subcommands and the function that runs each (it parses its own arguments).
 SUBCOMMANDS = {
     "serve": ("server.realtime.cli:main", "run the local realtime server"),
-    "metrics-server": ("server.metrics_receiver:main", "run the metrics receiver"),
+    "metrics-server": ("server.metrics.cli:main", "run the metrics receiver"),
     "talk": ("core.talk:main", "make one call from the command line"),
 }
 
@@ -105,7 +105,7 @@ SELF_TEST_CHECKS: list[tuple[str, str | Callable[[], str]]] = [
     ("runtime libraries", "base.selftest:check_runtime"),
     ("sound library", "base.selftest:check_portaudio"),
     ("main window", "gui.selftest:selftest_check"),
-    ("metrics receiver", "server.metrics_receiver:selftest_check"),
+    ("metrics receiver", "server.metrics.selftest:selftest_check"),
     ("local server: speech in, speech out", "server.realtime.selftest:selftest_check"),
     ("push-to-talk turn with the embedded server", check_talk_turn),
 ]

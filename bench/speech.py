@@ -84,7 +84,7 @@ def run(quick: bool = False) -> dict[str, dict[str, float]]:
         tts_ms = []
         for phrase in phrases[:BATCH]:
             started = time.perf_counter()
-            default.synthesize_blocking(responder.answer(phrase, []))
+            default.synthesize_blocking(responder.answer(phrase, []).spoken)
             tts_ms.append((time.perf_counter() - started) * 1000)
     finally:
         for synthesizer in synthesizers.values():

@@ -29,6 +29,16 @@ def _fmt(value: float | int | None) -> str:
     return "—" if value is None else f"{value:.0f} ms"
 
 
+class TurnAxis(pg.AxisItem):
+    """An axis of turns: whole numbers only, so no 0.5-turn ticks when few turns are drawn."""
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802 - Qt's name
+        # pyqtgraph's spacings are 1, 2 or 5 times a power of ten: keep the whole ones (offset 0 puts them on turns).
+        levels = [(spacing, offset) for spacing, offset in super().tickSpacing(minVal, maxVal, size)
+                  if spacing >= 1 and float(spacing).is_integer()]
+        return levels or [(1.0, 0.0)]
+
+
 class LatencyPlot(QWidget):
     def __init__(self, stats: Callable[[], Stats], window: int = 200, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -38,7 +48,7 @@ class LatencyPlot(QWidget):
         self._count = 0
 
         pg.setConfigOptions(antialias=True)
-        self.plot = pg.PlotWidget(background="#161b22")
+        self.plot = pg.PlotWidget(background="#161b22", axisItems={"bottom": TurnAxis("bottom")})
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from _metrics_helpers import ReceiverProcess
-from server.metrics_receiver import MAX_BODY, PATH
+from server.metrics.app import MAX_BODY, PATH
 
 pytestmark = pytest.mark.timeout(120)
 

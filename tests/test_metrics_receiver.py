@@ -18,8 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _metrics_helpers import ReceiverProcess, run_receiver
-from server.metrics_receiver import MAX_BODY, PATH, RateLimiter, selftest_check
-from server.metrics_store import InvalidBatch, parse_batch
+from server.metrics.app import MAX_BODY, PATH
+from server.metrics.batch import InvalidBatch, parse_batch
+from server.metrics.rate_limit import RateLimiter
+from server.metrics.selftest import selftest_check
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,6 +31,14 @@ ORIGIN = "https://app.example.org"
 def valid(**metrics: float) -> dict:
     return {"type": "realtime_latency", "sessionId": "desk-1", "timestamp": 1_700_000_000_000,
             "metrics": {"count": 10, "avg": 250.0, "p95": 450.0, "p99": 650.0, **metrics}}
+
+
+USAGE = {"input_tokens": 1200, "output_tokens": 340, "input_text_tokens": 200, "input_audio_tokens": 1000,
+         "output_text_tokens": 40, "output_audio_tokens": 300, "cached_tokens": 64, "cost_usd": 0.0125}
+
+
+def with_usage(**usage: object) -> dict:
+    return valid() | {"usage": USAGE | usage}
 
 
 def sample(text: str, name: str) -> float:
@@ -83,11 +93,11 @@ async def test_valid_post_is_stored_and_counted(tmp_path: Path, http: aiohttp.Cl
     finally:
         assert receiver.stop() == 0
     assert sample(text, "sandra_metrics_batches_total") == 3
-    assert sample(text, 'sandra_latency_latest_ms{stat="p99"}') == 700.0
-    assert sample(text, 'sandra_latency_latest_ms{stat="avg"}') == 250.0
-    assert sample(text, 'sandra_latency_reported_ms_count{stat="p99"}') == 3
-    assert sample(text, 'sandra_latency_reported_ms_sum{stat="p99"}') == 650.0 + 1500.0 + 700.0
-    assert sample(text, 'sandra_latency_reported_ms_bucket{le="1000.0",stat="p99"}') == 2
+    assert sample(text, 'sandra_latency_latest_seconds{stat="p99"}') == 0.7
+    assert sample(text, 'sandra_latency_latest_seconds{stat="avg"}') == 0.25
+    assert sample(text, 'sandra_latency_reported_seconds_count{stat="p99"}') == 3
+    assert sample(text, 'sandra_latency_reported_seconds_sum{stat="p99"}') == pytest.approx(0.65 + 1.5 + 0.7)
+    assert sample(text, 'sandra_latency_reported_seconds_bucket{le="1.0",stat="p99"}') == 2
     assert sample(text, "sandra_metrics_high_p99_batches_total") == 1
     assert "desk-1" not in text  # no label per session
     assert "high latency" in receiver.stderr() and "p99=1500 ms" in receiver.stderr()
@@ -114,10 +124,74 @@ async def test_everything_survives_a_restart(tmp_path: Path, http: aiohttp.Clien
     finally:
         assert second.stop() == 0
     assert sample(rebuilt, "sandra_metrics_batches_total") == 2
-    assert sample(rebuilt, 'sandra_latency_latest_ms{stat="p99"}') == 800.0
-    assert sample(rebuilt, 'sandra_latency_reported_ms_sum{stat="p99"}') == 1300.0
+    assert sample(rebuilt, 'sandra_latency_latest_seconds{stat="p99"}') == 0.8
+    assert sample(rebuilt, 'sandra_latency_reported_seconds_sum{stat="p99"}') == pytest.approx(1.3)
     assert sample(after, "sandra_metrics_batches_total") == 3
     assert sample(after, "sandra_metrics_high_p99_batches_total") == 1
+
+
+def tokens(text: str) -> dict[str, float]:
+    return {kind: sample(text, f'sandra_tokens_total{{kind="{kind}"}}')
+            for kind in ("input", "output", "input_text", "input_audio", "output_text", "output_audio", "cached")}
+
+
+async def test_usage_is_stored_counted_and_survives_a_restart(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    db = str(tmp_path / "m.db")
+    first = ReceiverProcess(tmp_path, "--db", db).start()
+    try:
+        before = await metrics_text(http, first.url)
+        assert (await post(http, first.url, with_usage()))[0] == 200
+        no_cost = with_usage(input_tokens=10, cached_tokens=0)
+        del no_cost["usage"]["cost_usd"]
+        assert (await post(http, first.url, no_cost))[0] == 200
+        only_some = valid() | {"usage": {"output_tokens": 5, "total_tokens": 99}}  # others 0; unknown keys ignored
+        assert (await post(http, first.url, only_some))[0] == 200
+        assert (await post(http, first.url, valid() | {"usage": None}))[0] == 200  # the seed's shape
+        text = await metrics_text(http, first.url)
+    finally:
+        assert first.stop() == 0
+    second = ReceiverProcess(tmp_path, "--db", db).start()
+    try:
+        rebuilt = await metrics_text(http, second.url)
+    finally:
+        assert second.stop() == 0
+    # Every kind is there at 0 before any usage arrives, so rate() works from the start.
+    assert set(tokens(before).values()) == {0.0} and sample(before, "sandra_cost_usd_total") == 0
+    expected = {"input": 1210, "output": 685, "input_text": 400, "input_audio": 2000, "output_text": 80,
+                "output_audio": 600, "cached": 64}
+    assert tokens(text) == expected and tokens(rebuilt) == expected
+    assert sample(text, "sandra_cost_usd_total") == sample(rebuilt, "sandra_cost_usd_total") == pytest.approx(0.0125)
+    assert sample(rebuilt, "sandra_metrics_batches_total") == 4
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT input_tokens, output_tokens, cached_tokens, cost_usd FROM batches ORDER BY id").fetchall()
+    con.close()
+    assert rows == [(1200, 340, 64, 0.0125), (10, 340, 0, None), (0, 5, 0, None), (None, None, None, None)]
+
+
+async def test_a_database_from_before_usage_is_upgraded(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    db = tmp_path / "m.db"
+    con = sqlite3.connect(db)  # the schema the receiver wrote before batches carried usage
+    con.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, received_at REAL NOT NULL, session_id TEXT NOT NULL,"
+                " client_timestamp REAL, count INTEGER NOT NULL, avg REAL NOT NULL, p95 REAL NOT NULL, p99 REAL NOT NULL)")
+    con.execute("INSERT INTO batches (received_at, session_id, client_timestamp, count, avg, p95, p99)"
+                " VALUES (1.7e9, 'old', NULL, 3, 100.0, 200.0, 300.0)")
+    con.commit()
+    con.close()
+    receiver = ReceiverProcess(tmp_path, "--db", str(db)).start()
+    try:
+        rebuilt = await metrics_text(http, receiver.url)
+        assert (await post(http, receiver.url, with_usage()))[0] == 200
+        after = await metrics_text(http, receiver.url)
+    finally:
+        assert receiver.stop() == 0
+    assert sample(rebuilt, "sandra_metrics_batches_total") == 1
+    assert sample(rebuilt, 'sandra_latency_latest_seconds{stat="p99"}') == 0.3
+    assert tokens(after)["input"] == 1200 and sample(after, "sandra_metrics_batches_total") == 2
+    assert not list(tmp_path.glob("m.db.corrupt-*"))  # upgraded in place, not set aside
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT session_id, input_tokens, cost_usd FROM batches ORDER BY id").fetchall()
+    con.close()
+    assert rows == [("old", None, None), ("desk-1", 1200, 0.0125)]
 
 
 async def test_default_database_is_in_the_user_data_dir(tmp_path: Path, http: aiohttp.ClientSession) -> None:
@@ -208,6 +282,18 @@ BAD_BODIES: list[tuple[str, object, str]] = [
     ("p99 absurd", valid(p99=1e9), "metrics.p99"),
     ("p99 huge integer", valid(p99=10**400), "metrics.p99"),
     ("p99 below p95", valid(p95=500.0, p99=400.0), "metrics.p99"),
+    ("usage a list", valid() | {"usage": [1, 2]}, "usage"),
+    ("usage a number", valid() | {"usage": 5}, "usage"),
+    ("input_tokens negative", with_usage(input_tokens=-1), "usage.input_tokens"),
+    ("output_tokens fractional", with_usage(output_tokens=2.5), "usage.output_tokens"),
+    ("cached_tokens a float", with_usage(cached_tokens=3.0), "usage.cached_tokens"),
+    ("input_audio_tokens boolean", with_usage(input_audio_tokens=True), "usage.input_audio_tokens"),
+    ("output_text_tokens text", with_usage(output_text_tokens="12"), "usage.output_text_tokens"),
+    ("input_text_tokens huge", with_usage(input_text_tokens=10**400), "usage.input_text_tokens"),
+    ("output_audio_tokens null", with_usage(output_audio_tokens=None), "usage.output_audio_tokens"),
+    ("cost_usd negative", with_usage(cost_usd=-0.01), "usage.cost_usd"),
+    ("cost_usd text", with_usage(cost_usd="0.01"), "usage.cost_usd"),
+    ("cost_usd NaN", json.dumps(with_usage(cost_usd=math.nan)).encode(), "usage.cost_usd"),
 ]
 
 
@@ -313,6 +399,9 @@ def test_rate_limiter_off_and_bounded() -> None:
 
 
 latencies = st.floats(0, 3_600_000, allow_nan=False)
+TOKEN_FIELDS = [key for key in USAGE if key.endswith("_tokens")]
+usages = st.fixed_dictionaries({}, optional={key: st.integers(0, 10**12) for key in TOKEN_FIELDS}
+                               | {"cost_usd": st.none() | st.floats(0, 1e6, allow_nan=False)})
 
 
 @st.composite
@@ -325,6 +414,7 @@ def valid_payloads(draw: st.DrawFn) -> dict:
         "metrics": {"count": draw(st.integers(1, 10**9)), "avg": draw(latencies), "p95": p95,
                     "p99": draw(st.floats(p95, 3_600_000, allow_nan=False))},
         **draw(st.dictionaries(st.sampled_from(["extra", "version"]), st.integers(), max_size=2)),
+        **draw(st.dictionaries(st.just("usage"), st.none() | usages, max_size=1)),
     }
 
 
@@ -334,6 +424,13 @@ def test_validator_accepts_every_valid_payload(payload: dict) -> None:
     batch = parse_batch(json.loads(json.dumps(payload)))
     assert batch.session_id == payload["sessionId"]
     assert (batch.count, batch.avg, batch.p95, batch.p99) == tuple(payload["metrics"][k] for k in ("count", "avg", "p95", "p99"))
+    usage = payload.get("usage")
+    if usage is None:
+        assert batch.usage is None
+    else:
+        assert batch.usage is not None
+        assert [getattr(batch.usage, key) for key in TOKEN_FIELDS] == [usage.get(key, 0) for key in TOKEN_FIELDS]
+        assert batch.usage.cost_usd == usage.get("cost_usd")
 
 
 json_values = st.recursive(
@@ -358,6 +455,29 @@ def test_validator_names_a_broken_field_or_accepts_a_harmless_change(payload: di
         # Accepted: then the new value is one the wire format allows there (a number, text, or no timestamp).
         allowed_null = field == "timestamp" and value is None
         assert allowed_null or (isinstance(value, (int, float, str)) and not isinstance(value, bool))
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_payloads(), usages, st.sampled_from(["usage", *TOKEN_FIELDS, "cost_usd"]), json_values)
+def test_validator_names_a_broken_usage_field_or_accepts_a_harmless_change(payload: dict, usage: dict, key: str,
+                                                                           value: object) -> None:
+    if key == "usage":
+        payload["usage"] = value
+    else:
+        payload["usage"] = usage | {key: value}
+    field = key if key == "usage" else f"usage.{key}"
+    try:
+        parse_batch(payload)
+    except InvalidBatch as exc:
+        assert exc.field == field or exc.field.startswith(field + ".")
+    else:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key == "usage":
+            assert value is None or isinstance(value, dict)
+        elif key == "cost_usd":
+            assert value is None or (number and 0 <= value <= 1e6)
+        else:
+            assert isinstance(value, int) and number and 0 <= value <= 10**12
 
 
 @settings(max_examples=300, deadline=None)

@@ -399,13 +399,14 @@ class RealtimeCall:
         last_user = next((i for i in reversed(unanswered) if i["role"] == "user"), None)
         heard = last_user["content"] or None if last_user else None
         history = [i for i in self._conversation if i is not last_user and i["content"]]
-        text = self._speech.answer(heard, history)
+        answer = self._speech.answer(heard, history)
+        text = answer.text  # the written form is shown and remembered; the spoken form is said
         asked = time.monotonic()
         item_id = new_id("item")
         common = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
         self._send(server_event("response.output_audio_transcript.delta", delta=text, **common))
         self._send(server_event("response.output_audio_transcript.done", transcript=text, **common))
-        playback = self._out.play(await self._speech.synthesize(text))
+        playback = self._out.play(await self._speech.synthesize(answer.spoken))
         synthesized = time.monotonic()
         await playback.started
         self._assistant_audio_sent = self._assistant_audio_sent or playback.sent > 0

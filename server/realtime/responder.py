@@ -1,5 +1,7 @@
 """The offline assistant's mind: a small, honest set of intents answered from text.
 
+An answer has a written form, for the transcript, and a spoken form, for the synthesizer:
+they differ where espeak would read the written one badly ("2:08" is said "2 oh 8").
 Pure: no I/O. The recognizer's grammar is generated from the same intent tables
 (``Responder.phrases``), so the ear can never hear a phrase the mind cannot answer.
 """
@@ -66,6 +68,19 @@ _FIXED_PHRASES: dict[Intent, tuple[str, ...]] = {
 _ARITHMETIC = re.compile(
     r"^(?:what is |what's |how much is )?(?P<a>\w+) (?P<op>plus|minus|times|divided by) (?P<b>\w+)$"
 )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer: `text` is shown in the conversation, `spoken` is what is said aloud."""
+
+    text: str
+    spoken: str
+
+    @classmethod
+    def plain(cls, text: str) -> Answer:
+        """An answer that reads aloud as it is written."""
+        return cls(text, text)
 
 
 @dataclass(frozen=True)
@@ -167,14 +182,17 @@ class Responder:
             return self._intents[text]
         return Intent.ARITHMETIC if parse_sum(text) is not None else None
 
-    def answer(self, heard: str | None, conversation: Sequence[Mapping[str, str]]) -> str:
-        """The spoken answer; never empty (unknown or nothing heard → a short apology)."""
+    def answer(self, heard: str | None, conversation: Sequence[Mapping[str, str]]) -> Answer:
+        """The answer; never empty (unknown or nothing heard → a short apology)."""
         intent = self.intent_of(heard)
+        if intent is Intent.TIME:
+            return self._time()
+        return Answer.plain(self._text_answer(intent, heard, conversation))
+
+    def _text_answer(self, intent: Intent | None, heard: str | None, conversation: Sequence[Mapping[str, str]]) -> str:
         if intent is None or heard is None:
             return SORRY
         text = normalize(heard)
-        if intent is Intent.TIME:
-            return self._time()
         if intent is Intent.DATE:
             today = self._clock()
             return today.strftime("Today is %A, %B ") + f"{today.day}, {today.year}."
@@ -196,16 +214,17 @@ class Responder:
         assert the_sum is not None  # intent_of() found it
         return the_sum.spoken_answer()
 
-    def _time(self) -> str:
+    def _time(self) -> Answer:
         now = self._clock()
         hour = now.hour % 12 or 12
         half = "AM" if now.hour < 12 else "PM"
-        # "3:05" is read "three zero five": say "oh" the way people do.
+        written = f"It is {hour}:{now.minute:02d} {half}."
+        # espeak reads "3:05" as "three zero five": say "oh" the way people do, and nothing for ":00".
         if now.minute == 0:
-            return f"It is {hour} {half}."
+            return Answer(written, f"It is {hour} {half}.")
         if now.minute < 10:
-            return f"It is {hour} oh {now.minute} {half}."
-        return f"It is {hour}:{now.minute:02d} {half}."
+            return Answer(written, f"It is {hour} oh {now.minute} {half}.")
+        return Answer.plain(written)
 
     @staticmethod
     def _recall(text: str, conversation: Sequence[Mapping[str, str]]) -> str:

@@ -43,4 +43,4 @@ async def _check() -> str:
         await running.stop()
     if not heard.accepted or "time" not in (heard.text or ""):
         raise RuntimeError(f"said {QUESTION!r} but recognised {heard.text!r}")
-    return f"{running.base_url}: key issued, heard {heard.text!r} in {heard.elapsed_ms:.0f} ms, would answer {answer!r}"
+    return f"{running.base_url}: key issued, heard {heard.text!r} in {heard.elapsed_ms:.0f} ms, would answer {answer.text!r}"

@@ -11,9 +11,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from server.realtime.responder import Answer
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class SpeechEngine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._recognizer.recognize, pcm, RATE)
 
-    def answer(self, heard: str | None, conversation: Sequence[dict[str, str]]) -> str:
+    def answer(self, heard: str | None, conversation: Sequence[dict[str, str]]) -> Answer:
         return self._responder.answer(heard, conversation)
 
     async def synthesize(self, text: str) -> np.ndarray:
