@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -177,3 +179,45 @@ def test_tool_names_follow_openai_s_rules(server: str, tool: str, expected: str 
 def test_sanitised_names_stay_distinct() -> None:
     names = {tool_name("s", "a.b"), tool_name("s", "a_b"), tool_name("s", "a b"), tool_name("x" * 70, "t")}
     assert len(names) == 4
+
+
+@pytest.fixture
+def http_server() -> Any:
+    """The test server over streamable HTTP on a free loopback port, guarded by a token header."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, SERVER_SCRIPT, "--http", str(port), "s3cret"])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "HTTP MCP server did not start"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_a_streamable_http_server_with_its_header(
+    private_home: Path, registry: ToolRegistry, http_server: str
+) -> None:
+    problems = Problems()
+    servers = [
+        McpServerSettings(name="web", transport="http", url=http_server, header_name="X-Test-Token"),
+        McpServerSettings(name="nokey", transport="http", url=http_server),
+    ]
+    bridge = McpBridge(servers, registry, problems, header_values={"web": "s3cret"})
+    await bridge.start()
+    try:
+        assert bridge.running() == ["web"]
+        assert json.loads(await registry.run("web__add", '{"a": 20, "b": 22}', _yes)) == {"result": 42}
+        assert len(problems) == 1 and problems[0].startswith("The MCP server “nokey” could not start:")
+        assert "s3cret" not in problems[0]
+    finally:
+        await bridge.stop()
+    assert not any(name.startswith("web__") for name in registry.names())
