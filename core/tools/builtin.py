@@ -199,6 +199,11 @@ def open_url(url: str, opener: Callable[[str], bool] = webbrowser.open) -> dict[
 # -- the set ------------------------------------------------------------------------
 
 
+def _arguments(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of an arguments object: these properties, no others."""
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
 def builtin_tools(timers: Timers, opener: Callable[[str], bool] = webbrowser.open) -> list[Tool]:
     """The built-in tools; `opener` is the browser (a test passes a recorder)."""
 
@@ -209,43 +214,29 @@ def builtin_tools(timers: Timers, opener: Callable[[str], bool] = webbrowser.ope
         Tool(
             name="get_time",
             description="The current local date, time, weekday and time zone of the user.",
-            parameters={"type": "object", "properties": {}, "additionalProperties": False},
+            parameters=_arguments([]),
             handler=get_time,
         ),
         Tool(
             name="calculate",
             description="Evaluate an arithmetic expression exactly: numbers, + - * / % ** and parentheses.",
-            parameters={
-                "type": "object",
-                "properties": {"expression": {"type": "string", "description": "e.g. (17 + 4) * 3 / 7"}},
-                "required": ["expression"],
-                "additionalProperties": False,
-            },
+            parameters=_arguments(["expression"], expression={"type": "string", "description": "e.g. (17 + 4) * 3 / 7"}),
             handler=calculate,
         ),
         Tool(
             name="set_timer",
             description="Start a timer that rings (a sound and a desktop notification) when it is due.",
-            parameters={
-                "type": "object",
-                "properties": {
-                    "seconds": {"type": "number", "minimum": MIN_TIMER_S, "maximum": MAX_TIMER_S},
-                    "label": {"type": "string", "description": "what the timer is for, shown when it rings"},
-                },
-                "required": ["seconds"],
-                "additionalProperties": False,
-            },
+            parameters=_arguments(
+                ["seconds"],
+                seconds={"type": "number", "minimum": MIN_TIMER_S, "maximum": MAX_TIMER_S},
+                label={"type": "string", "description": "what the timer is for, shown when it rings"},
+            ),
             handler=timers.set_timer,
         ),
         Tool(
             name="open_url",
             description="Open a web page (http or https) in the user's browser. The user is asked first.",
-            parameters={
-                "type": "object",
-                "properties": {"url": {"type": "string", "description": "the full http(s) address"}},
-                "required": ["url"],
-                "additionalProperties": False,
-            },
+            parameters=_arguments(["url"], url={"type": "string", "description": "the full http(s) address"}),
             handler=open_page,
             side_effect=True,
         ),
