@@ -1,0 +1,1 @@
+"""Function tools the assistant can call: the registry, the built-ins, the wire events and MCP servers."""
