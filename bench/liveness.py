@@ -26,6 +26,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -156,8 +157,14 @@ async def relayed_pair(relay: JitterRelay, *, streaming: bool) -> AsyncIterator[
         release_loopback_only()
 
 
-async def stall_false_losses(stalls: int, *, streaming: bool) -> int:
-    """Losses reported from either end over `stalls` pauses of STALL_S through the relay."""
+@dataclass(frozen=True)
+class StallRun:
+    losses: int  # reported from either end
+    dropped_while_paused: int  # packets of any kind the pauses cut, both ways
+
+
+async def stall_false_losses(stalls: int, *, streaming: bool) -> StallRun:
+    """`stalls` pauses of STALL_S through the relay, each followed by RECOVER_S of link."""
     losses = 0
     async with JitterRelay(max_delay_s=0.0, drop_rate=0.0, lifetime_s=60.0 + stalls * 5) as relay:
         async with relayed_pair(relay, streaming=streaming) as pair:
@@ -178,7 +185,7 @@ async def stall_false_losses(stalls: int, *, streaming: bool) -> int:
             finally:
                 for watch in watches:
                     watch.liveness.stop()
-    return losses
+    return StallRun(losses, relay.stats["a"].paused_dropped + relay.stats["b"].paused_dropped)
 
 
 async def measure(quick: bool) -> Figures:
@@ -189,8 +196,8 @@ async def measure(quick: bool) -> Figures:
         samples["dead_peer_detect_ms_streaming_server"] = await streaming_server_detect_ms(Path(tmp), runs)
     for _ in range(runs):
         samples["dead_peer_detect_ms_quiet_server"].append(await quiet_server_detect_ms())
-    samples["stall_false_reconnects"].append(float(
-        await stall_false_losses(stalls, streaming=True) + await stall_false_losses(stalls, streaming=False)))
+    runs_of_stalls = [await stall_false_losses(stalls, streaming=streaming) for streaming in (True, False)]
+    samples["stall_false_reconnects"].append(float(sum(run.losses for run in runs_of_stalls)))
     log.info("liveness samples: %s", samples)
     return figures_from(samples)
 
