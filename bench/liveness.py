@@ -10,8 +10,8 @@ that a short stall of the link is not taken for one. Shipped default timings thr
   both ways, through a pausable relay between two aiortc peers; checked from both ends
   of a streaming pair and of a quiet pair. 0 expected.
 
-The checker runs directly on the peer connection here; the engine's own figure with it
-wired in is bench.recovery's dead_peer_detect_ms.
+The checker runs directly on the peer connection here, not through the engine (whose
+own figure, once it uses this check, is bench.recovery's dead_peer_detect_ms).
 
     python -m bench.liveness [--quick] [-v]
 """

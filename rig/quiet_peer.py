@@ -21,12 +21,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from base.loopback_ice import acquire_loopback_only, release_loopback_only
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = Path(__file__).resolve().parent.parent
 CONNECT_TIMEOUT_S = 20.0  # includes the child's start (importing aiortc) on a loaded machine
 
 

@@ -215,15 +215,12 @@ class Liveness:
         conn.data_received = data_received  # type: ignore[method-assign]
         self._task = self._loop.create_task(self._run(), name="liveness")
 
-    @property
-    def policy(self) -> LivenessPolicy:
-        return self._policy
-
     def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        self._task.cancel()
+        if asyncio.current_task() is not self._task:  # from _declare, the task is ending anyway
+            self._task.cancel()
         for probe in self._probes:
             probe.cancel()
         # Unwrap only if nobody wrapped on top of us; else ours stays, as a pass-through.
@@ -287,7 +284,8 @@ def start(pc: RTCPeerConnection, on_lost: Callable[[str], None],
 
     Call from the running event loop once ICE is connected. Raises LivenessUnavailable if
     aiortc/aioice changed under the hook, ValueError if the connection is not up yet.
-    The check stops itself after reporting a loss; call stop() when the call ends.
+    The check stops itself after reporting a loss; call stop() when the call ends, before
+    closing pc. The answer window follows aioice's own single-try STUN timeout.
     """
     conn = _checked_connection(pc)
     if timings is None:
