@@ -70,8 +70,10 @@ POLICY_TABLE = [
     ("silence without a probe is no proof of death", [], [], EVERY_TICK, None),
     ("the first probe in the silence gets its answer window", [], [2.4], EVERY_TICK, 3.0),
     ("a probe sent before the last proof does not count", [1.0], [0.5], EVERY_TICK, None),
-    # Our loop stalled from 2.25 to 3.0: that check is not judged, the next one is.
-    ("a stalled check is skipped", [], EVERY_TICK, ticks(0.25, 2.25) + ticks(3.0, 10.0), 3.25),
+    # Our loop stalled from 2.25 to 3.0: that check is not judged, nor any before the probe
+    # sent at 3.0 has had its 0.5 s to be answered.
+    ("a stalled check is skipped", [], EVERY_TICK, ticks(0.25, 2.25) + ticks(3.0, 10.0), 3.5),
+    ("life right after our stall", [3.1], EVERY_TICK, ticks(0.25, 2.25) + ticks(3.0, 10.0), 5.75),
     ("a check 0.5 s late still counts", [], EVERY_TICK, ticks(0.25, 2.25) + [2.75, 3.0], 2.75),
 ]
 

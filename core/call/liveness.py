@@ -83,7 +83,8 @@ class LivenessPolicy:
     in that silence has had ``answer_window_s`` to be answered. A check that comes more
     than ``probe_interval_s + stall_tolerance_s`` after the previous one is not judged:
     the checker itself was stalled, and packets that arrived meanwhile may still be
-    queued behind it.
+    queued behind it; nor is any check until a probe sent after that stall has had its
+    answer window (probes from before it proved nothing about the peer since).
     """
 
     def __init__(self, now: float, timings: LivenessTimings = LivenessTimings()) -> None:
@@ -114,6 +115,7 @@ class LivenessPolicy:
         self._last_check = now
         if since_last_check > t.probe_interval_s + t.stall_tolerance_s:
             self.stalled_checks += 1
+            self._first_probe_in_silence = None
             return None
         silent = self.silent_s(now)
         if silent < t.lost_after_s:
