@@ -43,6 +43,7 @@ BENCHMARKS = (
               lambda module, quick: module.run(quick, adaptive_too=False)),  # type: ignore[attr-defined]
     Benchmark("response_latency", "bench.response_latency"),
     Benchmark("recovery", "bench.recovery"),
+    Benchmark("liveness", "bench.liveness"),
     Benchmark("app_cpu", "bench.app_cpu"),
     Benchmark("soak", "bench.soak"),
     Benchmark("speech", "bench.speech"),
@@ -56,6 +57,9 @@ TARGETS = {
     "response_latency_ms": "<= 400",
     "reconnect_ms": "<= 2500",
     "dead_peer_detect_ms": "<= 5000",
+    "dead_peer_detect_ms_streaming_server": "<= 3000",
+    "dead_peer_detect_ms_quiet_server": "<= 3000",
+    "stall_false_reconnects": "0",
     "cpu_pct": "<= 15",
     "soak_rss_growth_mb": "<= 10",
     "startup_ms": "<= 1500",

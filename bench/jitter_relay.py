@@ -6,7 +6,8 @@ that stands for it; the relay forwards between the two sockets. Only RTP is dela
 so ICE, the handshake and receiver reports behave. Packets are told apart by their
 first byte (RFC 7983: 0-3 STUN, 20-63 DTLS, 128-191 RTP/RTCP) and, for RTP/RTCP, by
 the second byte (RFC 5761: 192-223 is an RTCP packet type). Seeded per direction, so
-runs compare; closes itself after lifetime_s.
+runs compare; closes itself after lifetime_s. pause() drops every packet both ways, as a
+link that went dead, until resume().
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class DirectionStats:
     forwarded: dict[str, int] = field(default_factory=dict)  # by kind, after drops
     rtp_seen: int = 0
     rtp_dropped: int = 0
+    paused_dropped: int = 0  # any kind, while the relay was paused
 
     @property
     def drop_share(self) -> float:
@@ -86,6 +88,7 @@ class JitterRelay:
         self._timers: set[asyncio.TimerHandle] = set()
         self._expiry: Optional[asyncio.TimerHandle] = None
         self._closed = False
+        self._paused = False
 
     async def __aenter__(self) -> JitterRelay:
         return self
@@ -117,13 +120,27 @@ class JitterRelay:
         sdp = _CANDIDATE.sub(lambda m: f"{m.group(1)}127.0.0.1 {relay_port}{m.group(4)}", sdp)
         return re.sub(rf"^(m=\w+ ){real_port}\b", rf"\g<1>{relay_port}", sdp, flags=re.MULTILINE)
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Drop every packet of any kind, both ways, until resume(): the link went dead."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
     def _forward(self, data: bytes, to_side: str) -> None:
         from_side = "b" if to_side == "a" else "a"
         source = self._faces.get(from_side)  # the receiver must see the sender's face
         if self._closed or source is None or source.transport is None:
             return
-        kind = packet_kind(data)
         stats = self.stats[to_side]
+        if self._paused:
+            stats.paused_dropped += 1
+            return
+        kind = packet_kind(data)
         delay = 0.0
         if kind == "rtp":
             rng = self._rng[to_side]
@@ -142,7 +159,8 @@ class JitterRelay:
 
         def send() -> None:
             self._timers.discard(handle)
-            if not self._closed and source.transport is not None:
+            # A packet still in flight when the link went dead is lost with it.
+            if not self._closed and not self._paused and source.transport is not None:
                 source.transport.sendto(data, destination)
 
         handle = asyncio.get_running_loop().call_later(delay, send)
