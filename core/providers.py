@@ -60,6 +60,10 @@ class EphemeralKey:
         return self.expires_at - (time.time() if now is None else now)
 
 
+class OutOfCredit(AuthError):
+    """429 insufficient_quota: retrying cannot help, the account needs credit."""
+
+
 class RateLimited(ProviderError):
     """429: the provider asks us to wait `retry_after` seconds (None if it did not say)."""
 
@@ -200,6 +204,10 @@ class Provider(ABC):
         log.warning("%s answered HTTP %s: %s", self.label, status, detail or "(no message)")
         if status in (401, 403):
             raise AuthError(auth_hint)
+        if status == 429 and _error_code(body) == "insufficient_quota":
+            raise OutOfCredit(
+                f"{self.label} says the account has no credit left (insufficient_quota). Add credit or raise "
+                "the spending limit in the account's billing settings, then press Reconnect.")
         if status == 429:
             retry_after = parse_retry_after(headers.get("Retry-After"))
             wait = f" Try again in {retry_after:.0f} s." if retry_after is not None else " Try again later."
@@ -299,6 +307,16 @@ async def _read_bounded(response: aiohttp.ClientResponse, label: str) -> bytes:
             raise ProviderError(f"{label} sent an answer far too large for a realtime server.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _error_code(body: bytes) -> str:
+    """The `error.code` of an OpenAI-shaped error body ("" when there is none)."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else ""
 
 
 def _error_message(body: bytes) -> str:

@@ -25,13 +25,8 @@ from openai.types.realtime import (
 
 from core.tools import builtin
 from core.tools.builtin import Timers, builtin_tools, calculate
-from core.tools.protocol import (
-    FunctionCall,
-    ToolCallFlow,
-    function_call_output,
-    response_create,
-    session_tools_update,
-)
+from core.call.protocol import BadEvent, CreateResponse, FunctionCall, FunctionCallOutput, parse_server_event, tools_update
+from core.tools.protocol import ToolCallFlow, ToolStep
 from core.tools.registry import DEFAULT_TIMEOUT_S, ApprovalPolicy, Tool, ToolFailure, ToolRegistry
 
 OBJECT = {"type": "object", "properties": {}}
@@ -120,7 +115,7 @@ def test_session_tools_are_openai_function_tools() -> None:
     for entry in entries:
         model = RealtimeFunctionTool.model_validate(entry)
         assert model.model_dump(exclude_none=True) == entry
-    update = SessionUpdateEvent.model_validate(session_tools_update(entries))
+    update = SessionUpdateEvent.model_validate(tools_update(entries).to_json())
     assert [tool.name for tool in update.session.tools] == [entry["name"] for entry in entries]
     assert update.session.tool_choice == "auto"
 
@@ -370,28 +365,34 @@ def _item(call_id: str, name: str = "get_time", status: str = "completed") -> Re
     )
 
 
-def _arguments_done(call_id: str, response_id: str = "resp_1") -> dict[str, Any]:
-    return ResponseFunctionCallArgumentsDoneEvent(
+def _typed(event: dict[str, Any]) -> Any:
+    """What the engine hands the flow: the wire event, parsed as the engine parses it."""
+    return parse_server_event(json.dumps(event))[1]
+
+
+def _arguments_done(call_id: str, response_id: str = "resp_1") -> Any:
+    return _typed(ResponseFunctionCallArgumentsDoneEvent(
         type="response.function_call_arguments.done", event_id="e1", response_id=response_id,
         item_id=f"item_{call_id}", output_index=0, call_id=call_id, name="get_time", arguments="{}",
-    ).model_dump(exclude_none=True)
+    ).model_dump(exclude_none=True))
 
 
-def _item_done(call_id: str, response_id: str = "resp_1", status: str = "completed") -> dict[str, Any]:
-    return ResponseOutputItemDoneEvent(
+def _item_done(call_id: str, response_id: str = "resp_1", status: str = "completed") -> Any:
+    return _typed(ResponseOutputItemDoneEvent(
         type="response.output_item.done", event_id="e2", response_id=response_id, output_index=0,
         item=_item(call_id, status=status),
-    ).model_dump(exclude_none=True)
+    ).model_dump(exclude_none=True))
 
 
-def _response_done(call_ids: list[str], response_id: str = "resp_1", status: str = "completed") -> dict[str, Any]:
-    return ResponseDoneEvent(
+def _response_done(call_ids: list[str], response_id: str = "resp_1", status: str = "completed") -> Any:
+    return _typed(ResponseDoneEvent(
         type="response.done", event_id="e3",
         response=RealtimeResponse(id=response_id, status=status, output=[_item(c) for c in call_ids]),
-    ).model_dump(exclude_none=True)
+    ).model_dump(exclude_none=True))
 
 
-def _check_output_event(event: dict[str, Any], call_id: str, output: str) -> None:
+def _check_output_event(typed: Any, call_id: str, output: str) -> None:
+    event = typed.to_json()
     model = ConversationItemCreateEvent.model_validate(event)
     assert isinstance(model.item, RealtimeConversationItemFunctionCallOutput)
     assert (model.item.call_id, model.item.output) == (call_id, output)
@@ -399,21 +400,22 @@ def _check_output_event(event: dict[str, Any], call_id: str, output: str) -> Non
 
 
 def test_output_events_are_openai_events() -> None:
-    _check_output_event(function_call_output("call_1", '{"x": 1}'), "call_1", '{"x": 1}')
-    assert ResponseCreateEvent.model_validate(response_create()).model_dump(exclude_none=True) == response_create()
+    _check_output_event(FunctionCallOutput("call_1", '{"x": 1}'), "call_1", '{"x": 1}')
+    wire = CreateResponse().to_json()
+    assert ResponseCreateEvent.model_validate(wire).model_dump(exclude_none=True) == wire
 
 
 def test_a_call_seen_three_times_starts_once_and_is_answered_once() -> None:
     flow = ToolCallFlow()
     step = flow.on_event(_arguments_done("call_1"))
-    assert step.start == (FunctionCall("call_1", "get_time", "{}", "resp_1", "item_call_1"),)
+    assert step.start == (FunctionCall("call_1", "get_time", "{}", "resp_1"),)
     assert flow.on_event(_item_done("call_1")).start == ()
     step = flow.on_event(_response_done(["call_1"]))
     assert step.start == () and step.send == ()  # the output is not there yet
     events = flow.on_output("call_1", "12:00")
     assert len(events) == 2
     _check_output_event(events[0], "call_1", "12:00")
-    assert events[1] == response_create()
+    assert events[1] == CreateResponse()
     assert flow.on_output("call_1", "again") == ()
     assert flow.pending() == 0
 
@@ -421,8 +423,8 @@ def test_a_call_seen_three_times_starts_once_and_is_answered_once() -> None:
 def test_an_output_before_response_done_waits_for_it() -> None:
     flow = ToolCallFlow()
     flow.on_event(_item_done("call_1"))
-    assert [event["type"] for event in flow.on_output("call_1", "x")] == ["conversation.item.create"]
-    assert flow.on_event(_response_done(["call_1"])).send == (response_create(),)
+    assert flow.on_output("call_1", "x") == (FunctionCallOutput("call_1", "x"),)
+    assert flow.on_event(_response_done(["call_1"])).send == (CreateResponse(),)
 
 
 def test_parallel_calls_get_one_response_create_after_the_last_output() -> None:
@@ -430,22 +432,23 @@ def test_parallel_calls_get_one_response_create_after_the_last_output() -> None:
     step = flow.on_event(_response_done(["call_a", "call_b"]))  # the calls seen only here
     assert [call.call_id for call in step.start] == ["call_a", "call_b"]
     assert flow.pending() == 2
-    assert [event["type"] for event in flow.on_output("call_b", "b")] == ["conversation.item.create"]
-    assert [event["type"] for event in flow.on_output("call_a", "a")] == ["conversation.item.create", "response.create"]
+    assert flow.on_output("call_b", "b") == (FunctionCallOutput("call_b", "b"),)
+    assert flow.on_output("call_a", "a") == (FunctionCallOutput("call_a", "a"), CreateResponse())
 
 
 def test_a_cancelled_response_gets_its_outputs_but_no_new_response() -> None:
     flow = ToolCallFlow()
     flow.on_event(_arguments_done("call_1"))
     assert flow.on_event(_response_done(["call_1"], status="cancelled")).send == ()
-    assert [event["type"] for event in flow.on_output("call_1", "x")] == ["conversation.item.create"]
+    assert flow.on_output("call_1", "x") == (FunctionCallOutput("call_1", "x"),)
 
 
 def test_incomplete_items_unknown_calls_and_other_events_start_nothing() -> None:
     flow = ToolCallFlow()
     assert flow.on_event(_item_done("call_1", status="incomplete")).start == ()
-    assert flow.on_event({"type": "response.output_item.done", "item": {"type": "message"}}).start == ()
-    assert flow.on_event({"type": "response.output_item.done", "item": {"type": "function_call"}}).start == ()
-    assert flow.on_event({"type": "response.audio_transcript.done", "transcript": "hi"}) == flow.on_event({})
-    assert flow.on_event({"type": "response.done", "response": {"id": "r", "output": []}}).send == ()
+    assert flow.on_event(_typed({"type": "response.output_item.done", "item": {"type": "message"}})).start == ()
+    with pytest.raises(BadEvent):  # a call without call_id or name is no call: the engine logs and drops it
+        _typed({"type": "response.output_item.done", "item": {"type": "function_call"}})
+    assert flow.on_event(_typed({"type": "response.audio_transcript.done", "transcript": "hi"})) == ToolStep()
+    assert flow.on_event(_typed({"type": "response.done", "response": {"id": "r", "output": []}})).send == ()
     assert flow.on_output("call_unknown", "x") == ()

@@ -134,6 +134,17 @@ def test_voice_barge_in_only_in_hands_free_and_only_over_an_answer():
     assert outcome.send == BARGE and outcome.cut_playout and turn.phase is Phase.USER_SPEAKING
 
 
+def test_in_hands_free_the_button_only_interrupts_and_the_vad_still_ends_turns():
+    turn = Turn(hands_free=True)
+    assert turn.press(0.0) is NOTHING and turn.release(0.5) is NOTHING
+    assert turn.phase is Phase.IDLE and turn.mic_open
+    turn.on_server_event(p.SpeechStarted(), 1.0)
+    assert turn.on_server_event(p.SpeechStopped(), 2.0).expect_answer
+    turn.on_server_event(p.AudioStarted(), 2.2)
+    outcome = turn.press(3.0)
+    assert outcome.send == BARGE and outcome.cut_playout and turn.phase is Phase.IDLE
+
+
 def test_push_to_talk_ignores_the_servers_vad_events():
     turn = Turn()
     assert turn.on_server_event(p.SpeechStarted(), 0.0) is NOTHING

@@ -39,6 +39,11 @@ class Conversation:
         if self.transcript is not None:
             self.transcript.append(role, text)
 
+    def note_tool(self, name: str, arguments: str, output: str) -> None:
+        """A tool call and its result: in the transcript, not in the history a new session is seeded with."""
+        if self.transcript is not None:
+            self.transcript.append("tool", f"{name}({arguments}) -> {output}")
+
     def close(self) -> None:
         if self.transcript is not None:
             self.transcript.close()

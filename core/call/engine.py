@@ -2,10 +2,9 @@
 
 The only I/O driver of the call. Each attempt is a Connection (connection.py); the
 call's life (state.py) says where we are; ReconnectPolicy says how long to wait;
-the Turn table (turn.py) decides what each press, release and server event means
-and the engine carries out its Outcome; protocol.py turns messages into typed
-events. The window and `talk` drive this object and hear it through observers;
-nothing here knows about Qt.
+protocol.py turns messages into typed events, and the Dialogue (dialogue.py) carries
+out what the turn table decides about each. The window and `talk` drive this object
+and hear it through observers; nothing here knows about Qt.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,20 +27,22 @@ from core.call import protocol
 from core.call.connection import Connection, connect
 from core.call.conversation import Conversation
 from core.call.dialing import Dialer
-from core.call.events import (AssistantSpeaking, EngineEvent, Hint, InputLevel, LatencyMeasured, ModeChanged,
-                              Problem, ServerEvent, StateChanged, TranscriptDelta)
+from core.call.dialogue import Dialogue
+from core.call.events import EngineEvent, InputLevel, LatencyMeasured, Observers, Problem, ServerEvent, StateChanged
 from core.call.state import CallLife, CallState, Phase
-from core.call.turn import Outcome, Turn
+from core.call.tool_runner import refuse_all
+from core.call.turn import Turn
 from core.config import Secrets, Settings
 from core.metrics_sender import MetricsOutlet
 from core.playout import Playout, PlayoutStats
 from core.provider_catalog import kind as provider_kind
 from core.sound_devices import SoundDevices
 from core.telemetry import LatencyTracker
+from core.tools.registry import Approver, ToolRegistry
+from core.usage import DEFAULT_PRICES, Usage
 
 log = logging.getLogger(__name__)
 
-Observer = Callable[[EngineEvent], None]
 MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After would look like a hang
 
 
@@ -58,38 +59,40 @@ class CallEngine:
     def __init__(self, settings: Settings, *, audio: AudioIO | None = None, api_key: str | None = None,
                  secrets: Secrets | None = None, options: EngineOptions | None = None,
                  policy: ReconnectPolicy | None = None, sleep: Callable[[float], Any] = asyncio.sleep,
-                 provider_wrapper: Callable[[Any], Any] | None = None) -> None:
+                 provider_wrapper: Callable[[Any], Any] | None = None, tools: ToolRegistry | None = None,
+                 approve: Approver = refuse_all, prices: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self.settings = settings
         self.options = options or EngineOptions()
+        self._observers = Observers(log)
         self.life = CallLife()
         self.life.add_observer(lambda _old, new: self._emit(StateChanged(new)))
         self.session_id = uuid.uuid4().hex
-        self.conversation = Conversation(self.session_id, save_transcript=self.options.save_transcript,
-                                         retention_days=settings.transcript_retention_days, on_problem=self._problem)
-        self.history = self.conversation.history
+        conversation = Conversation(self.session_id, save_transcript=self.options.save_transcript,
+                                    retention_days=settings.transcript_retention_days, on_problem=self._problem)
+        self.history = conversation.history
+        self._metrics = MetricsOutlet(settings.metrics_url, self._problem)
         self.telemetry = LatencyTracker(self.session_id, on_batch=self._on_metrics_batch)
-        self.turn = Turn(hands_free=settings.hands_free)
+        self._playout = Playout(on_first_audible=lambda t: self.dialogue.first_audible(t))
+        self.dialogue = Dialogue(
+            turn=Turn(hands_free=settings.hands_free), conversation=conversation, tools=tools or ToolRegistry(),
+            usage=Usage(self.model, prices or DEFAULT_PRICES), approve=approve,
+            playout=self._playout, send=self._send, emit=self._emit, record=self._record)
+        registry = self.dialogue.tools.registry
+        registry.on_change = lambda: self._send(protocol.tools_update(registry.session_tools()))
         self.reconnects = 0
         self.bad_events = protocol.BadEventLog(log)  # what the server sent that was ignored
         self._policy = policy or ReconnectPolicy()
         self._sleep = sleep
         self._dialer = Dialer(settings, secrets or Secrets(api_key=api_key),
                               stun_probe_timeout=self.options.stun_probe_timeout, provider_wrapper=provider_wrapper)
-        self._metrics = MetricsOutlet(settings.metrics_url, self._problem)
-        self._observers: list[Observer] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._playout = Playout(on_first_audible=self._on_first_audible)
         self._devices = SoundDevices(
             audio or DeviceAudio(settings.input_device, settings.output_device), self._playout.read,
             on_level=lambda dbfs: self._emit(InputLevel(dbfs)), on_problem=self._problem,
         )
         self._conn: Connection | None = None
         self._run_task: asyncio.Task[None] | None = None
-        self._settle: asyncio.TimerHandle | None = None
         self._retry_after: float | None = None  # a 429's Retry-After, for the next delay
-        self._speaking = False  # what observers were last told
 
-    # --- what observers read -------------------------------------------------------------
 
     @property
     def state(self) -> CallState:
@@ -104,38 +107,27 @@ class CallEngine:
         described = provider_kind(self.settings.provider)
         return self.settings.model if described.free_model and self.settings.model else described.default_model
 
-    @property
-    def transcript(self):  # the JSONL file of this call, for export
-        return self.conversation.transcript
-
-    def playout_stats(self) -> PlayoutStats:
-        """The playout stage's counters: benchmarks measure concealed gaps with them."""
+    def playout_stats(self) -> PlayoutStats:  # benchmarks measure concealed gaps with them
         return self._playout.stats()
 
-    def subscribe(self, observer: Observer) -> Callable[[], None]:
-        self._observers.append(observer)
-        return lambda: self._observers.remove(observer) if observer in self._observers else None
+    def subscribe(self, observer: Callable[[EngineEvent], None]) -> Callable[[], None]:
+        return self._observers.subscribe(observer)
 
     def _emit(self, event: EngineEvent) -> None:
-        for observer in list(self._observers):
-            try:
-                observer(event)
-            except Exception:  # an observer's bug must not break the call
-                log.exception("engine observer failed on %s", type(event).__name__)
+        self._observers.emit(event)
 
     def _problem(self, message: str, fatal: bool = False) -> None:
         log.warning("%s", message)
         self._emit(Problem(message, fatal))
 
-    # --- the user's controls -------------------------------------------------------------
 
     async def start(self) -> None:
         """Begin the call (or redial after it ended). Failures arrive as events, never raised."""
         if self._run_task is not None and not self._run_task.done():
             return
         self._policy.reset()
-        self._loop = asyncio.get_running_loop()
-        self.conversation.open()
+        self.dialogue.bind(asyncio.get_running_loop())
+        self.dialogue.conversation.open()
         try:
             await self._devices.open()
         except SandraError as exc:
@@ -144,7 +136,7 @@ class CallEngine:
             self._problem(str(exc), fatal=True)
             return
         self.life.connecting()
-        self._run_task = self._loop.create_task(self._run(), name="call")
+        self._run_task = asyncio.get_running_loop().create_task(self._run(), name="call")
 
     async def hang_up(self) -> None:
         task, self._run_task = self._run_task, None
@@ -158,30 +150,25 @@ class CallEngine:
     async def close(self) -> None:
         """Hang up and release everything: devices, the local server, HTTP, metrics."""
         await self.hang_up()
+        await self.dialogue.close()
         await self._devices.close()
         await self._metrics.close()
         await self._dialer.close()
-        self.conversation.close()
 
     def press(self) -> None:
         """Push-to-talk down (also every autorepeat press). While the answer plays, it interrupts."""
-        self._apply(self.turn.press(time.monotonic()))
+        self.dialogue.press()
 
     def release(self) -> None:
         """Push-to-talk up: the turn ends unless a press follows at once (X11 autorepeat)."""
-        self._apply(self.turn.release(time.monotonic()))
+        self.dialogue.release()
 
     def send_text(self, text: str) -> None:
-        """A typed user turn: into the conversation and history, then an answer is asked for."""
-        text = text.strip()
-        if not text or not self._send(protocol.CreateMessage("user", text)):
-            return
-        self.conversation.remember("user", text)
-        self._emit(TranscriptDelta("user", text, True, f"text-{uuid.uuid4().hex[:8]}"))
-        self._apply(self.turn.text_turn(time.monotonic()))
+        """A typed user turn, answered in voice and text."""
+        self.dialogue.send_text(text)
 
     async def set_hands_free(self, on: bool) -> None:
-        self.turn.set_hands_free(on)
+        self.dialogue.turn.set_hands_free(on)
         self._send(protocol.mode_update(self._session_options()))
 
     async def set_devices(self, input_device: str | None, output_device: str | None) -> None:
@@ -192,50 +179,17 @@ class CallEngine:
             except SandraError as exc:
                 self._problem(str(exc))
 
-    def _apply(self, outcome: Outcome) -> None:
-        """Carry out what the turn table decided."""
-        for event in outcome.send:
-            self._send(event)
-        if outcome.cut_playout:
-            self._playout.clear()
-        if outcome.expect_answer:
-            self._playout.expect_audio()
-        if outcome.latency_ms is not None:
-            self._record("response_latency", outcome.latency_ms)
-        if outcome.hint:
-            self._emit(Hint(outcome.hint))
-        if outcome.settle_at is not None and self._loop is not None:
-            if self._settle is not None:
-                self._settle.cancel()
-            self._settle = self._loop.call_at(outcome.settle_at, self._settle_turn)
-        self._tell_speaking(self.turn.assistant_speaking)
-
-    def _tell_speaking(self, speaking: bool) -> None:
-        if speaking != self._speaking:
-            self._speaking = speaking
-            self._emit(AssistantSpeaking(speaking))
-
-    def _settle_turn(self) -> None:
-        self._settle = None
-        self._apply(self.turn.settle(time.monotonic()))
-
     def _read_input(self) -> np.ndarray | None:
         """What the outgoing track sends now: the microphone while the turn has it open."""
-        return self._devices.read_frame() if self.turn.mic_open else None
-
-    def _on_first_audible(self, play_time: float) -> None:
-        """The playout's reader (often PortAudio's thread) sounded the first audible sample."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(lambda: self._apply(self.turn.answer_audible(play_time)))
+        return self._devices.read_frame() if self.dialogue.turn.mic_open else None
 
     def _record(self, name: str, ms: float) -> None:
         self.telemetry.record(name, ms)
         self._emit(LatencyMeasured(name, ms))
 
     def _on_metrics_batch(self, payload: dict) -> None:
-        self._metrics.submit(payload)
+        self._metrics.submit({**payload, "usage": self.dialogue.usage.to_json()})
 
-    # --- the call's life -----------------------------------------------------------------
 
     async def _run(self) -> None:
         try:
@@ -277,7 +231,7 @@ class CallEngine:
             self._conn = await asyncio.wait_for(connect(
                 provider, self._dialer.http, protocol.session_config(self._session_options()), configuration,
                 read_input=self._read_input, on_message=self._on_message, playout=self._playout,
-                accepts_audio=lambda: self.turn.accepts_audio(time.monotonic()), record=self._record,
+                accepts_audio=self.dialogue.accepts_audio, record=self._record,
             ), self.options.connect_timeout)
         except (AuthError, ConfigError) as exc:  # retrying cannot fix a wrong key, setting or empty account
             self.life.ended(str(exc))
@@ -296,7 +250,7 @@ class CallEngine:
             return f"{type(exc).__name__}: {exc}"
         self._dialer.failed_attempts = 0
         self._policy.connected(time.monotonic())
-        self.turn.reset()
+        self.dialogue.reset()
         self.life.connected()
         self._record("connect", (time.monotonic() - started) * 1000)
         self._send(protocol.full_session_update(self._session_options()))
@@ -306,22 +260,18 @@ class CallEngine:
 
     async def _teardown(self) -> None:
         conn, self._conn = self._conn, None
-        if self._settle is not None:
-            self._settle.cancel()
-            self._settle = None
         if conn is not None:
             await conn.close()
-            self.turn.reset()
-            self._tell_speaking(False)
+        self.dialogue.reset()
 
-    # --- events --------------------------------------------------------------------------
 
     def _session_options(self) -> protocol.SessionOptions:
         s = self.settings
         return protocol.SessionOptions(
             model=self.model, instructions=s.instructions, voice=s.voice, transcription_model=s.transcription_model,
-            hands_free=self.turn.hands_free, vad=s.vad, eagerness=s.eagerness,
-            noise_reduction=s.noise_reduction or None, language=s.language)
+            hands_free=self.dialogue.turn.hands_free, vad=s.vad, eagerness=s.eagerness,
+            noise_reduction=s.noise_reduction or None, language=s.language,
+            tools=tuple(self.dialogue.tools.registry.session_tools()))
 
     def _send(self, event: protocol.ClientEvent) -> bool:
         return self._conn is not None and self._conn.send(event)
@@ -340,16 +290,8 @@ class CallEngine:
             self.bad_events.note(f"an unhandled {kind} event")
 
     def _handle(self, event: protocol.ServerEvent) -> None:
-        was_hands_free = self.turn.hands_free
-        self._apply(self.turn.on_server_event(event, time.monotonic()))
-        if isinstance(event, protocol.SessionChanged) and event.hands_free != was_hands_free:
-            self._emit(ModeChanged(event.hands_free))
-        elif isinstance(event, protocol.Transcript):
-            if event.final and event.text:
-                self.conversation.remember(event.role, event.text)
-            self._emit(TranscriptDelta(event.role, event.text, event.final, event.turn_id))
-        elif isinstance(event, protocol.ResponseDone) and event.status == "completed":
+        self.dialogue.handle(event)
+        if isinstance(event, protocol.ResponseDone) and event.status == "completed":
             self._policy.proven()  # a completed turn proves the connection
         elif isinstance(event, protocol.ServerError):
             self.bad_events.note(f"an error event: {event.message}")
-

@@ -8,6 +8,8 @@ can cross threads and be logged safely (none carries a secret).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Mapping
 from typing import Literal, Union
 
 from core.call.state import CallState
@@ -68,6 +70,25 @@ class Hint:
 
 
 @dataclass(frozen=True)
+class ToolActivity:
+    """The model called a tool (`output` None), or the call finished with `output`."""
+
+    call_id: str
+    name: str
+    arguments: str
+    output: str | None
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class UsageUpdated:
+    """Tokens used by the call so far, and its estimated cost (None: no price known)."""
+
+    tokens: Mapping[str, int]
+    cost_usd: float | None
+
+
+@dataclass(frozen=True)
 class Problem:
     """Something the user should read; the call may go on (`fatal` False) or has ended."""
 
@@ -76,4 +97,23 @@ class Problem:
 
 
 EngineEvent = Union[StateChanged, TranscriptDelta, LatencyMeasured, InputLevel, AssistantSpeaking, ServerEvent,
-                    ModeChanged, Hint, Problem]
+                    ModeChanged, Hint, ToolActivity, UsageUpdated, Problem]
+
+
+class Observers:
+    """Who hears the engine; one observer's bug never reaches the others or the call."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._observers: list[Callable[[EngineEvent], None]] = []
+
+    def subscribe(self, observer: Callable[[EngineEvent], None]) -> Callable[[], None]:
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    def emit(self, event: EngineEvent) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                self._log.exception("engine observer failed on %s", type(event).__name__)

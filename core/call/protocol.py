@@ -69,6 +69,7 @@ def session_config(options: SessionOptions, *, with_model: bool = True) -> dict[
     config["audio"] = {"input": audio_input, "output": {"voice": options.voice}}
     if options.tools:
         config["tools"] = [dict(tool) for tool in options.tools]
+        config["tool_choice"] = "auto"
     return config
 
 
@@ -81,6 +82,11 @@ class SessionUpdate:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "session.update", "session": dict(self.session)}
+
+
+def tools_update(tools: Iterable[Mapping[str, Any]]) -> SessionUpdate:
+    """The tools on offer changed mid-call (an MCP server came or went): only those."""
+    return SessionUpdate({"type": "realtime", "tools": [dict(tool) for tool in tools], "tool_choice": "auto"})
 
 
 def full_session_update(options: SessionOptions) -> SessionUpdate:
@@ -207,7 +213,15 @@ class AudioStopped:
 class FunctionCall:
     call_id: str
     name: str
-    arguments: str
+    arguments: str  # JSON text, as the model wrote it
+    response_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionCallSeen:
+    """The model called a tool (response.function_call_arguments.done or a function_call item done)."""
+
+    call: FunctionCall
 
 
 @dataclass(frozen=True)
@@ -215,6 +229,7 @@ class ResponseDone:
     status: str
     usage: Mapping[str, Any] = field(default_factory=dict)
     calls: tuple[FunctionCall, ...] = ()
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,7 +246,7 @@ class Other:
 
 
 ServerEvent = Union[SessionChanged, SpeechStarted, SpeechStopped, Transcript, AudioStarted, AudioStopped,
-                    ResponseDone, ServerError, Other]
+                    FunctionCallSeen, ResponseDone, ServerError, Other]
 
 
 def _text(event: Mapping[str, Any], key: str) -> str:
@@ -247,14 +262,29 @@ def _session(event: Mapping[str, Any]) -> SessionChanged:
     return SessionChanged(hands_free=isinstance(detection, dict))
 
 
+def _function_call(item: Any, response_id: Any) -> FunctionCall | None:
+    """A complete function_call item; None for any other item (or an incomplete call)."""
+    if not isinstance(item, dict) or item.get("type") != "function_call" or item.get("status") == "incomplete":
+        return None
+    if not isinstance(item.get("call_id"), str) or not isinstance(item.get("name"), str):
+        raise BadEvent("a function_call without call_id or name")
+    arguments = item.get("arguments")
+    return FunctionCall(item["call_id"], item["name"], arguments if isinstance(arguments, str) else "",
+                        response_id if isinstance(response_id, str) else None)
+
+
+def _call_seen(item: Any, response_id: Any, kind: str) -> FunctionCallSeen | Other:
+    call = _function_call(item, response_id)
+    return FunctionCallSeen(call) if call is not None else Other(kind)
+
+
 def _response_done(event: Mapping[str, Any]) -> ResponseDone:
     response = event["response"]
     usage = response.get("usage") or {}
-    calls = tuple(
-        FunctionCall(str(item["call_id"]), str(item["name"]), str(item.get("arguments") or "{}"))
-        for item in response.get("output") or () if isinstance(item, dict) and item.get("type") == "function_call"
-    )
-    return ResponseDone(str(response.get("status", "")), usage if isinstance(usage, dict) else {}, calls)
+    response_id = response.get("id")
+    calls = tuple(c for c in (_function_call(item, response_id) for item in response.get("output") or ()) if c)
+    return ResponseDone(str(response.get("status", "")), usage if isinstance(usage, dict) else {}, calls,
+                        response_id if isinstance(response_id, str) else None)
 
 
 def _error(event: Mapping[str, Any]) -> ServerError:
@@ -280,6 +310,9 @@ _PARSERS: dict[str, Any] = {
     "output_audio_buffer.started": lambda e: AudioStarted(),
     "output_audio_buffer.stopped": lambda e: AudioStopped(cut=False),
     "output_audio_buffer.cleared": lambda e: AudioStopped(cut=True),
+    "response.function_call_arguments.done":
+        lambda e: _call_seen({**e, "type": "function_call"}, e.get("response_id"), e["type"]),
+    "response.output_item.done": lambda e: _call_seen(e["item"], e.get("response_id"), e["type"]),
     "response.done": _response_done,
     "error": _error,
 }

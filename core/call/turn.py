@@ -67,6 +67,7 @@ class Input(enum.Enum):
     AUDIO_STOPPED = "audio_stopped"
     RESPONSE_DONE = "response_done"
     VOICE_BARGE_IN = "voice_barge_in"  # the local detector heard the user over the answer
+    INTERRUPT = "interrupt"  # hands-free: the button stops the answer; the server's VAD ends turns
     TEXT_TURN = "text_turn"  # a typed turn was sent
     RESET = "reset"  # a new connection: nothing of the old turn survives
 
@@ -90,6 +91,8 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase] = {
     (P.ANSWERING, I.AUDIO_STOPPED): P.IDLE,
     (P.WAITING, I.RESPONSE_DONE): P.IDLE,  # an answer without audio (or a failed one)
     (P.ANSWERING, I.VOICE_BARGE_IN): P.USER_SPEAKING,
+    (P.WAITING, I.INTERRUPT): P.IDLE,
+    (P.ANSWERING, I.INTERRUPT): P.IDLE,
     (P.IDLE, I.TEXT_TURN): P.WAITING,
     (P.ANSWERING, I.TEXT_TURN): P.WAITING,
     (P.WAITING, I.TEXT_TURN): P.WAITING,
@@ -168,7 +171,12 @@ class Turn:
     # --- the user's controls ------------------------------------------------------------
 
     def press(self, now: float) -> Outcome:
-        """Push-to-talk down (a key, the button, or an autorepeat press)."""
+        """Push-to-talk down (a key, the button, or an autorepeat press).
+
+        In hands-free the microphone is always open and the server's VAD ends turns: the
+        button only interrupts an answer."""
+        if self.hands_free:
+            return self._barge_in(now) if self._move(I.INTERRUPT) is not None else NOTHING
         old = self.phase
         if self._move(I.PRESS) is None:
             return NOTHING
@@ -177,9 +185,8 @@ class Turn:
             return NOTHING
         self.pressed_at, self.released_at = now, None
         barge = self._barge_in(now) if old in (Phase.WAITING, Phase.ANSWERING) else NOTHING
-        # Push-to-talk starts a fresh input buffer; hands-free lets the server's VAD decide.
-        send = barge.send + (() if self.hands_free else (ClearInput(),))
-        return Outcome(send=send, cut_playout=barge.cut_playout, mute_until=barge.mute_until)
+        # A fresh input buffer for the new turn.
+        return Outcome(send=barge.send + (ClearInput(),), cut_playout=barge.cut_playout, mute_until=barge.mute_until)
 
     def release(self, now: float) -> Outcome:
         """Push-to-talk up: only a candidate end of the turn until settle()."""
@@ -195,9 +202,6 @@ class Turn:
         released_at = self.released_at
         pressed_at = self.pressed_at if self.pressed_at is not None else released_at
         self._move(I.SETTLE)
-        if self.hands_free:
-            self.phase = Phase.IDLE  # in hands-free the button only interrupts; the VAD ends turns
-            return NOTHING
         if released_at - pressed_at < MIN_HOLD_S:
             self.phase = Phase.IDLE
             return Outcome(hint=SHORT_HOLD_HINT)
@@ -221,7 +225,10 @@ class Turn:
         return self._barge_in(now)
 
     def set_hands_free(self, on: bool) -> None:
+        """A switch mid-call: a push-to-talk hold in progress is dropped, not committed."""
         self.hands_free = on
+        if on and self.phase in (Phase.HOLDING, Phase.RELEASING):
+            self.phase = Phase.IDLE
 
     def reset(self) -> None:
         """A new connection: the old turn, its mute window and its pending answer are gone."""
