@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -243,28 +242,19 @@ class DesktopApp:
         self.wait_for_log("-> Connected", timeout)
 
     def stop(self, timeout: float = 20) -> int | None:
-        """Close the app as a session manager would (SIGTERM); its exit code. Kills it if it hangs."""
+        """Close the app as a session manager would (SIGTERM); its exit code (-9: it hung and was killed)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _stop_process(self.proc, timeout)
         return self.proc.returncode
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    def log(self) -> str:
-        """The app's log (sandra.log, rotated parts first) and the embedded server's (server.log)."""
-        parts = []
-        for name in ("sandra.log", "server.log"):
-            for path in sorted(self.log_dir.glob(f"{name}*"), reverse=True):  # .5 … .1, then the current file
-                parts.append(path.read_text(errors="replace"))
-        return "".join(parts)
+    def log(self, name: str = "sandra.log") -> str:
+        """One of the app's logs, rotated parts first: sandra.log (the window), server.log (its embedded server)."""
+        parts = sorted(self.log_dir.glob(f"{name}*"), key=lambda p: (p.name != name, p.name), reverse=True)
+        return "".join(path.read_text(errors="replace") for path in parts)  # .5 … .1, then the current file
 
     def wait_for_log(self, text: str, timeout: float) -> None:
         def seen() -> bool:
