@@ -10,6 +10,7 @@ Select these alone with `pytest -m desktop`; they also run in the normal suite.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -82,6 +83,9 @@ def app(desktop: Desktop, pulse: PulseRig, tmp_path_factory: pytest.TempPathFact
     assert running.proc is not None and running.proc.returncode == 0, running.stderr()[-2000:]
     time.sleep(1.0)  # the embedded server gets SIGTERM from the app's shutdown; give it a moment
     assert not running.orphans(), "processes outlived the app"
+    # The app logs only the first few error events; the server counts them all, per call, when it ends.
+    calls = re.findall(r"ended after .*?(\d+) error events", running.log("server.log"))
+    assert calls and all(n == "0" for n in calls), f"error events per call: {calls}"
 
 
 @pytest.fixture
@@ -187,13 +191,15 @@ def check_one_turn_per_hold(holds: list[Hold], audio: np.ndarray, messages: list
               f"\nALSA underruns in the app (a loaded machine): {log.count('underrun')}"
               f"\nproblems in the log ({len(problems)}):\n" + "\n".join(problems[:20]))
     assert not problems, "the server reported errors" + report
-    assert sum(h.playback_stalled for h in holds) <= len(holds) // 4, "the machine is too loaded to judge: rerun" + report
     # A turn the server could not make out has an answer ("Sorry…") but no user line.
     assert len(answered) == len(holds) and len(said) <= len(holds), "one hold must be exactly one turn" + report
+    excused = 0
     for hold, answer in zip(holds, answered):
-        if not hold.playback_stalled:
-            assert hold.question in said and answer == responder.answer(hold.question, []), \
-                f"{hold.question!r} was not heard whole and answered right" + report
+        if hold.question in said and answer == responder.answer(hold.question, []):
+            continue
+        assert hold.playback_stalled, f"{hold.question!r} was not heard whole and answered right" + report
+        excused += 1
+    assert excused <= len(holds) // 4, "the machine is too loaded to judge: rerun" + report
     ends = [h.pressed_at for h in holds[1:]] + [len(audio)]
     for hold, end in zip(holds, ends):
         sound = audible_seconds(audio[hold.released_at:end])
