@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up Sandra Desktop from a fresh clone on Debian, then run it.
-#   ./bootstrap.sh app [ARGS…]   install everything, start the window (local server, no key)
-#   ./bootstrap.sh test [ARGS…]  install everything, run the whole test suite
-#   ./bootstrap.sh env           install everything, do nothing else
+#   ./bootstrap.sh app [ARGS…]   install what the app needs, start the window (local server, no key)
+#   ./bootstrap.sh test [ARGS…]  install the app and the test tools, run the whole test suite
+#   ./bootstrap.sh env           install the app and the test tools, do nothing else
 # Idempotent: a second run installs nothing new and starts at once.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,11 +10,12 @@ cd "$(dirname "$0")"
 mode=${1:-app}
 [ $# -gt 0 ] && shift
 
-# System packages the app or its tests need (PortAudio, PulseAudio for the virtual
-# sound rig, espeak-ng/sox for test speech, the Qt xcb plugin's libraries, Xvfb).
+# System packages the app needs to run: PortAudio, ALSA's plugins (PortAudio's way to the
+# desktop's PulseAudio or PipeWire), the Qt xcb plugin's libraries. Speech recognition and
+# synthesis come as Python wheels (pocketsphinx, espeakng-loader): no espeak-ng package.
 apt_packages=(
-  libportaudio2 libasound2-plugins pulseaudio pulseaudio-utils espeak-ng sox binutils
-  xvfb xauth libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
+  libportaudio2 libasound2-plugins
+  libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
   libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0
   libxcb-render-util0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 libxcb-xkb1
 )
@@ -36,8 +37,12 @@ install_system_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# The browser-interop test drives the system's Chromium against the local server.
-[ "$mode" = test ] && apt_packages+=(chromium prometheus)
+# Only the tests need these: a private PulseAudio with virtual devices, test speech (espeak-ng,
+# sox), X servers and a real desktop (Xvfb, openbox, xdotool, ImageMagick, xset), Chromium for
+# the browser-interop test, binutils for the bundle build, Prometheus (promtool and a real
+# scrape of the metrics receiver).
+[ "$mode" != app ] && apt_packages+=(pulseaudio pulseaudio-utils espeak-ng sox xvfb xauth chromium binutils openbox
+  xdotool imagemagick x11-xserver-utils prometheus)
 install_system_packages "${apt_packages[@]}"
 
 py=${PYTHON:-python3}
@@ -49,11 +54,14 @@ if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
   fi
 fi
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
-if [ ! -f "$stamp" ]; then
+# The app alone, or with the test tools; a test install also serves the app.
+project=.; [ "$mode" != app ] && project='.[test]'
+hash=$(sha1sum pyproject.toml | cut -c1-12)
+stamp=.venv/.installed-$([ "$project" = . ] && echo app || echo test)-$hash
+if [ ! -f "$stamp" ] && [ ! -f ".venv/.installed-test-$hash" ]; then
   echo "bootstrap: installing Python packages into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip >&2
-  .venv/bin/python -m pip install -q -e '.[test]' >&2
+  .venv/bin/python -m pip install -q -e "$project" >&2
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 

@@ -55,6 +55,51 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def x_display_answers(display: str) -> bool | None:
+    """Whether the X server named by `display` accepts a connection; None when we cannot tell.
+
+    Asked through libxcb, the library Qt's xcb plugin connects with, so a server that
+    is gone or refuses us (authorization) is found here: Qt itself would abort the
+    process with a core dump and a page of plugin advice.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("xcb")
+    if name is None:
+        return None  # no libxcb: Qt's own error (missing libraries) is the right one then
+    try:
+        xcb = ctypes.CDLL(name)
+    except OSError:
+        return None
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    connection = xcb.xcb_connect(display.encode(), None)  # never NULL: an error object at worst
+    try:
+        return xcb.xcb_connection_has_error(connection) == 0
+    finally:
+        xcb.xcb_disconnect(connection)
+
+
+def display_problem() -> str | None:
+    """One sentence saying why the window cannot open here, or None when it can (as far as we can tell)."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform in ("offscreen", "minimal"):
+        return None
+    if not has_display():
+        return ("sandra: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run it on a desktop, "
+                "or try 'xvfb-run python main.py', or 'python main.py --screenshot window.png'.")
+    display = os.environ.get("DISPLAY", "")
+    # Qt picks X (xcb) when told to, or when there is no Wayland display to prefer.
+    uses_x = platform.startswith("xcb") or (not platform and not os.environ.get("WAYLAND_DISPLAY"))
+    if uses_x and display and x_display_answers(display) is False:
+        return (f"sandra: cannot open the window: no X server answers at DISPLAY={display} (is the desktop "
+                "session running, and is DISPLAY right?); without a screen, try 'xvfb-run python main.py'.")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
@@ -74,12 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         return _call("gui.app:screenshot", [args.screenshot, args.size, "demo" if args.demo else ""])
-    if not has_display() and os.environ.get("QT_QPA_PLATFORM", "") not in ("offscreen", "minimal"):
-        print(
-            "sandra: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run it on a desktop, "
-            "or try 'xvfb-run python main.py', or 'python main.py --screenshot window.png'.",
-            file=sys.stderr,
-        )
+    problem = display_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 1
     return _call("gui.app:run", [])
 
