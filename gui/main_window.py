@@ -216,8 +216,10 @@ class MainWindow(QMainWindow):
         if event.type() in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and isinstance(watched, QWidget):
             key_event: QKeyEvent = event  # type: ignore[assignment]
             if key_event.key() == Qt.Key.Key_Space and watched.window() is self and not self._editing_text():
-                if not key_event.isAutoRepeat():
-                    self.press() if event.type() == QEvent.Type.KeyPress else self.release()
+                # Every press and release goes to the turn table, isAutoRepeat() or not: on X11 Qt
+                # flags autorepeat wrongly both ways (unflagged repeat pairs; a first press after a
+                # click flagged as a repeat). The table makes one physical hold one turn.
+                self.press() if event.type() == QEvent.Type.KeyPress else self.release()
                 return True
         return super().eventFilter(watched, event)
 

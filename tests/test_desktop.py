@@ -133,7 +133,8 @@ def wait_for_answer(app: DesktopApp, recording: SpeakerRecording, answers_before
     """Until one more answer is in the transcript and the speaker has gone quiet after it."""
     deadline = time.monotonic() + ANSWER_TIMEOUT_S
     while _count(app, "assistant") <= answers_before:
-        assert time.monotonic() < deadline, f"no answer within {ANSWER_TIMEOUT_S:.0f} s; log: {app.log()[-2000:]}"
+        assert time.monotonic() < deadline, (f"no answer within {ANSWER_TIMEOUT_S:.0f} s; log: {app.log()[-2000:]}"
+                                             f"\nserver log: {app.log('server.log')[-2000:]}")
         time.sleep(0.1)
     heard = False
     while time.monotonic() < deadline:
@@ -195,7 +196,7 @@ def check_one_turn_per_hold(holds: list[Hold], audio: np.ndarray, messages: list
     assert len(answered) == len(holds) and len(said) <= len(holds), "one hold must be exactly one turn" + report
     excused = 0
     for hold, answer in zip(holds, answered):
-        if hold.question in said and answer == responder.answer(hold.question, []):
+        if hold.question in said and answer == responder.answer(hold.question, []).text:
             continue
         assert hold.playback_stalled, f"{hold.question!r} was not heard whole and answered right" + report
         excused += 1
