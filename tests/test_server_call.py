@@ -80,7 +80,7 @@ def assistant_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory):
     """Spoken questions (espeak-ng, 48 kHz), made once per module."""
-    from speech_samples import make_speech_wav, missing_tools, read_wav_int16
+    from rig.speech_samples import make_speech_wav, missing_tools, read_wav_int16
 
     if missing_tools():
         pytest.fail(f"missing {missing_tools()}: run ./bootstrap.sh test")
