@@ -192,3 +192,20 @@ async def test_a_phrase_released_50_ms_after_its_end_is_heard_whole(speech: dict
         assert (await engine.listen().finish()).text is None  # nothing fed: nothing heard
     finally:
         await engine.close()
+
+
+@pytest.mark.parametrize("pieces", [1, 7, 50])
+def test_loudness_sees_the_quiet_ending_however_the_audio_is_cut(pieces: int) -> None:
+    # 0.5 s loud, 0.3 s of -60 dBFS hiss: the end pad shrinks by the 0.3 s already quiet.
+    rng = np.random.default_rng(1)
+    audio = np.concatenate([rng.standard_normal(RATE // 2) * 3000, rng.standard_normal(RATE * 3 // 10) * 33])
+    meter = asr._Loudness(RATE)
+    for part in np.array_split(audio.astype(np.int16), pieces):
+        meter.push(part)
+    assert meter.may_hold_speech
+    assert meter.quiet_tail_s == pytest.approx(0.3, abs=0.02)
+    meter.push((rng.standard_normal(FRAME) * 3000).astype(np.int16))
+    assert meter.quiet_tail_s == 0
+    hiss = asr._Loudness(RATE)
+    hiss.push(audio[RATE // 2 :].astype(np.int16))
+    assert not hiss.may_hold_speech and hiss.quiet_tail_s == pytest.approx(0.3, abs=0.02)
