@@ -8,34 +8,14 @@ import re
 import numpy as np
 import pytest
 
-from rig.realtime_client import RealtimeClient, ephemeral_key
-from rig.server_process import ServerProcess, start_server
-from rig.speech_samples import make_speech_wav, missing_tools, read_wav_int16
+from rig.server_process import ServerProcess
+# The assistant server and the spoken questions those call tests use (module-scoped fixtures).
+from test_server_call import assistant_server, connect, speech  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
 
 _HEARD = re.compile(r"heard '([^']*)' \(accepted \w+, score [-\d.inf]+, streamed (True|False)\): "
                     r"recognised (\d+) ms after the commit, decoding (\d+) ms of it")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    server = start_server(tmp_path_factory.mktemp("assistant"), "--mode", "assistant")
-    yield server
-    assert server.stop() == 0, server.stderr()
-
-
-@pytest.fixture(scope="module")
-def say(tmp_path_factory: pytest.TempPathFactory):
-    if missing_tools():
-        pytest.fail(f"missing {missing_tools()}: run ./bootstrap.sh test")
-    folder = tmp_path_factory.mktemp("speech")
-
-    def speak(text: str) -> np.ndarray:
-        samples, rate = read_wav_int16(make_speech_wav(text, folder / f"{text.replace(' ', '_')}.wav"))
-        assert rate == 48000
-        return samples
-    return speak
 
 
 def _heard_lines(server: ServerProcess) -> list[tuple[str, bool]]:
@@ -52,10 +32,11 @@ async def _wait_heard_lines(server: ServerProcess, count: int) -> list[tuple[str
     raise AssertionError(f"fewer than {count} 'heard' lines in the server's log: {_heard_lines(server)}")
 
 
-async def test_turns_are_recognised_as_they_are_spoken_or_at_commit(server: ServerProcess, say) -> None:
-    client = await RealtimeClient.connect(server.base_url, await ephemeral_key(server.base_url, server.server_key))
+async def test_turns_are_recognised_as_they_are_spoken_or_at_commit(assistant_server: ServerProcess,
+                                                                   speech) -> None:
+    server, say = assistant_server, speech
+    client = await connect(server)
     try:
-        await client.wait_for("session.created")
         # No clear before this turn: the server did not know it began, so it decodes it all at commit.
         mark = client.mark()
         await client.speak(say("what is your name")).finished
@@ -80,11 +61,11 @@ async def test_turns_are_recognised_as_they_are_spoken_or_at_commit(server: Serv
         ("what is your name", False), ("what is three plus four", True), ("thank you", True)]
 
 
-async def test_hands_free_turns_are_recognised_from_the_speech_start(server: ServerProcess, say) -> None:
-    client = await RealtimeClient.connect(server.base_url, await ephemeral_key(
-        server.base_url, server.server_key, {"type": "realtime"}))  # server_vad
+async def test_hands_free_turns_are_recognised_from_the_speech_start(assistant_server: ServerProcess,
+                                                                     speech) -> None:
+    server, say = assistant_server, speech
+    client = await connect(server, {"type": "realtime"})  # server_vad, OpenAI's default
     try:
-        await client.wait_for("session.created")
         before = len(_heard_lines(server))
         mark = client.mark()
         client.speak(np.concatenate([np.zeros(24000, np.int16), say("what time is it"), np.zeros(48000, np.int16)]))

@@ -201,12 +201,13 @@ class Utterance:
         end_pad_s = max(_MIN_END_PAD_S, _PAD_S - self._loudness.quiet_tail_s)
         self._decode(np.zeros(int(end_pad_s * DECODER_RATE), dtype=np.int16))
         decoders = self._end()
-        if not self._loudness.may_hold_speech:
+        try:
+            text, grammar_score, speech_frames = self._recognizer.result(decoders.grammar)
+            _, loop_score, _ = self._recognizer.result(decoders.phones)
+        finally:
+            self._recognizer.release(decoders)
+        if not self._loudness.may_hold_speech or text is None or speech_frames == 0:
             return Recognition(None, False, float("-inf"), _elapsed_ms(started))
-        text, grammar_score, speech_frames = self._recognizer.result(decoders.grammar)
-        if text is None or speech_frames == 0:
-            return Recognition(None, False, float("-inf"), _elapsed_ms(started))
-        _, loop_score, _ = self._recognizer.result(decoders.phones)
         margin = (grammar_score - loop_score) / speech_frames
         accepted = margin > ACCEPT_MARGIN
         return Recognition(text if accepted else None, accepted, margin, _elapsed_ms(started))
@@ -215,7 +216,7 @@ class Utterance:
         """Abandon the utterance (its audio was cleared); frees the decoders."""
         self._recognizer.check_thread()
         if self._decoders is not None:
-            self._end()
+            self._recognizer.release(self._end())
 
     def _decode(self, audio: np.ndarray) -> None:
         if self._decoders is None:
@@ -233,7 +234,6 @@ class Utterance:
         assert decoders is not None
         for decoder in decoders.both():
             decoder.end_utt()  # if this raises, the pair is dropped here, never reused
-        self._recognizer.release(decoders)
         return decoders
 
 
