@@ -5,8 +5,10 @@ as push-to-talk turns by the engine's real capture track to `python main.py serv
 --mode assistant`; the answer is pulled by a WavSink's 20 ms clock from the engine's
 playout stage, and the figure is the engine's own `response_latency` measurement
 (release → first audible sample played), the number the live plot shows. Where the
-time goes is read from the server's debug log: recognition (both decodes) and
-synthesis per turn; what is left is transport, output pacing and client playout.
+time goes is read from the server's debug log, per turn: recognition from the commit
+to its result (the server decodes while the key is held, so this is the tail plus any
+backlog; the decoding part of it separately), synthesis, and the wait for the first
+frame out; what is left is transport and client playout.
 
     python -m bench.response_latency [--quick]
 """
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 QUESTIONS = ("what time is it", "what is three plus four", "what is your name", "thank you",
              "what is two times six", "hello")
-_DECODED = re.compile(r"decoded in (\d+) ms")
+_RECOGNISED = re.compile(r"recognised (\d+) ms after the commit, decoding (\d+) ms of it")
 _SYNTHESIZED = re.compile(r"answer synthesized in (\d+) ms, first frame out (\d+) ms later")
 
 
@@ -40,7 +42,8 @@ def _server_breakdown(server: ServerProcess) -> dict[str, list[float]]:
     """Per-turn server stages from its debug log (the server logs them for this reason)."""
     text = "".join(p.read_text(errors="replace") for p in server.home.rglob("server.log*"))
     return {
-        "response_asr_ms": [float(m) for m in _DECODED.findall(text)],
+        "response_asr_ms": [float(m[0]) for m in _RECOGNISED.findall(text)],
+        "response_asr_decode_ms": [float(m[1]) for m in _RECOGNISED.findall(text)],
         "response_tts_ms": [float(m[0]) for m in _SYNTHESIZED.findall(text)],
         "response_first_frame_out_ms": [float(m[1]) for m in _SYNTHESIZED.findall(text)],
     }

@@ -29,7 +29,7 @@ from server.realtime import events
 from server.realtime.audio_out import OutputTrack, Pacing
 from server.realtime.events import ClientEvent, EventError, new_id, server_event
 from server.realtime.session import SessionConfig, SessionError, apply_session_update
-from server.realtime.speech import SpeechEngine
+from server.realtime.speech import Listening, SpeechEngine
 from server.realtime.vad import EnergyVad, VadKind
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class RealtimeCall:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._input: collections.deque[np.ndarray] = collections.deque(maxlen=MAX_TURN_S * RATE // FRAME_SAMPLES)
         self._vad = self._new_vad()
+        # The turn being recognised while it is spoken; None: recognise at commit instead.
+        self._listening: Listening | None = None
         self._conversation: list[dict[str, str]] = []
         self._answered_upto = 0  # conversation items before this index have been answered
         self._transcription: asyncio.Task[None] | None = None
@@ -127,6 +129,7 @@ class RealtimeCall:
             if task is not current:
                 task.cancel()
         self._out.stop()
+        self._listen(False)
         await self._pc.close()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
         connected = f"connected after {self._connected_at - self._started:.2f} s" if self._connected_at \
@@ -191,7 +194,11 @@ class RealtimeCall:
             if echo:
                 self._out.push(samples)
                 continue
+            if self._listening is not None and len(self._input) == self._input.maxlen:
+                self._listen(False)  # the turn outgrew the buffer: recognise what is kept, at commit
             self._input.append(samples)
+            if self._listening is not None:
+                self._listening.feed(samples)
             if self.session.turn_detection is not None:
                 self._hands_free(samples)
 
@@ -215,6 +222,7 @@ class RealtimeCall:
             return
         ms = event.sample * 1000 // RATE
         if event.kind is VadKind.SPEECH_STARTED:
+            self._listen(True)
             self._send(server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=new_id("item")))
             if self._response is not None and self._interrupt():
                 self._send_cleared()  # as OpenAI does when VAD cuts audio that was playing
@@ -263,6 +271,7 @@ class RealtimeCall:
             self._input.clear()
             if self._vad is not None:
                 self._vad.reset()
+            self._listen(self.session.turn_detection is None)  # push-to-talk: the turn starts now
             self._send(server_event("input_audio_buffer.cleared"))
         elif kind == "input_audio_buffer.commit":
             self._commit(event.event_id)
@@ -293,6 +302,7 @@ class RealtimeCall:
         except SessionError as exc:
             raise EventError(str(exc), code=exc.code, param=exc.param, event_id=event.event_id) from exc
         self._vad = self._new_vad()
+        self._listen(False)
         self._send(server_event("session.updated", session=self.session.to_json(self.session_id)))
 
     def _add_item(self, event: ClientEvent) -> None:
@@ -314,23 +324,37 @@ class RealtimeCall:
             return False
         pcm = np.concatenate(list(self._input))
         self._input.clear()
+        listening, self._listening = self._listening, None
         item_id = new_id("item")
         self._send(server_event("input_audio_buffer.committed", previous_item_id=None, item_id=item_id))
         self.turns += 1
-        self._transcription = self._spawn(self._transcribe(item_id, pcm), "transcribe")
+        self._transcription = self._spawn(self._transcribe(item_id, pcm, listening), "transcribe")
         return True
 
-    async def _transcribe(self, item_id: str, pcm: np.ndarray) -> None:
+    def _listen(self, start: bool) -> None:
+        """End the turn being recognised, if any; start recognising a new one as it is spoken."""
+        if self._listening is not None:
+            self._listening.cancel()
+            self._listening = None
+        if start and self._speech is not None:
+            self._listening = self._speech.listen()
+            for samples in self._input:  # hands-free: the prefix padding and the speech start
+                self._listening.feed(samples)
+
+    async def _transcribe(self, item_id: str, pcm: np.ndarray, listening: Listening | None) -> None:
         transcript = ""
         if self._speech is not None:
+            committed = time.monotonic()
             try:
-                heard = await self._speech.recognize(pcm)
+                # Not listened to (the turn began before a clear, or outgrew the buffer): all of it now.
+                heard = await (listening.finish() if listening is not None else self._speech.recognize(pcm))
             except Exception:  # noqa: BLE001 - an unheard turn is answered "sorry", the call goes on
                 log.exception("call %s: recognition failed", self.id)
                 heard = None
             if heard is not None:
-                log.debug("call %s: heard %r (accepted %s, score %.1f, decoded in %.0f ms)", self.id, heard.text,
-                          heard.accepted, heard.score, heard.elapsed_ms)
+                log.debug("call %s: heard %r (accepted %s, score %.1f, streamed %s): recognised %.0f ms after the "
+                          "commit, decoding %.0f ms of it", self.id, heard.text, heard.accepted, heard.score,
+                          listening is not None, (time.monotonic() - committed) * 1000, heard.elapsed_ms)
             if heard is not None and heard.accepted and heard.text:
                 transcript = heard.text
                 self._conversation.append({"role": "user", "content": transcript})

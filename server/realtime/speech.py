@@ -1,8 +1,10 @@
 """The assistant's ear, voice and mind, shared by every call of one server.
 
 Recognition is blocking and thread-confined: it runs on one dedicated worker thread
-that creates the recognizer and does every decode. Synthesis owns its own thread.
-Both are warmed up at start so the first turn is as fast as the rest.
+that creates the recognizer and does every decode, 20 ms at a time as a call's audio
+arrives (listen()), so that the loop never waits long for the GIL and only the tail is
+left when the turn ends. Synthesis owns its own thread. Both are warmed up at start so
+the first turn is as fast as the rest.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +23,57 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RATE = 48000
+
+
+class Listening:
+    """One utterance being recognised on the worker thread while its audio arrives.
+
+    Used from the event loop: feed() queues a frame for the worker and returns at once;
+    finish() waits for the frames still queued, then the tail. cancel() or finish()
+    must end every Listening (each holds a pair of decoders until then).
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, recognizer: Any) -> None:
+        self._executor = executor
+        # The worker runs jobs in order, so every later job finds the utterance begun.
+        self._utterance: Future[Any] = executor.submit(recognizer.begin, RATE)
+        self._failure: BaseException | None = None
+        self._ended = False
+
+    def feed(self, pcm: np.ndarray) -> None:
+        if not self._ended:
+            self._executor.submit(self._feed, pcm)
+
+    async def finish(self) -> Any:
+        """The Recognition (text, accepted, score, elapsed_ms) of everything fed."""
+        self._ended = True
+        return await asyncio.wrap_future(self._executor.submit(self._finish))
+
+    def cancel(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._executor.submit(self._cancel)
+
+    # ---- on the worker thread ----
+
+    def _feed(self, pcm: np.ndarray) -> None:
+        if self._failure is not None:
+            return
+        try:
+            self._utterance.result().feed(pcm)
+        except Exception as exc:  # noqa: BLE001 - kept for finish(), which raises it to the call
+            self._failure = exc
+
+    def _finish(self) -> Any:
+        utterance = self._utterance.result()
+        if self._failure is not None:
+            utterance.cancel()
+            raise self._failure
+        return utterance.finish()
+
+    def _cancel(self) -> None:
+        if self._utterance.exception() is None:
+            self._utterance.result().cancel()
 
 
 class SpeechEngine:
@@ -53,8 +106,12 @@ class SpeechEngine:
         warm = (np.random.default_rng(0).standard_normal(RATE // 2) * 30).astype(np.int16)
         self._recognizer.recognize(warm, RATE)
 
+    def listen(self) -> Listening:
+        """Start recognising an utterance of int16 mono 48 kHz audio as it arrives."""
+        return Listening(self._executor, self._recognizer)
+
     async def recognize(self, pcm: np.ndarray) -> Any:
-        """A Recognition (text, accepted, score, elapsed_ms) for int16 mono 48 kHz audio."""
+        """A Recognition for a whole utterance of int16 mono 48 kHz audio that was not listened to."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._recognizer.recognize, pcm, RATE)
 
