@@ -168,6 +168,30 @@ class RealtimeClient:
         self.send({"type": "response.create"})
         return start
 
+    def type_text(self, text: str) -> int:
+        """A typed turn: a user input_text message, then response.create; returns the turn's mark."""
+        start = self.mark()
+        self.send({"type": "conversation.item.create",
+                   "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+        self.send({"type": "response.create"})
+        return start
+
+    def send_function_output(self, call_id: str, output: str) -> int:
+        """A function_call_output for call_id, then response.create; returns the mark before them."""
+        start = self.mark()
+        self.send({"type": "conversation.item.create",
+                   "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+        self.send({"type": "response.create"})
+        return start
+
+    async def declare_tools(self, *names: str) -> dict[str, Any]:
+        """session.update declaring these function tools (an empty object schema each); the session.updated."""
+        start = self.mark()
+        tools = [{"type": "function", "name": name, "description": f"the {name} tool",
+                  "parameters": {"type": "object", "properties": {}}} for name in names]
+        self.send({"type": "session.update", "session": {"type": "realtime", "tools": tools, "tool_choice": "auto"}})
+        return await self.wait_for("session.updated", since=start)
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -130,7 +130,7 @@ def test_unknown_or_nothing_gets_a_short_apology(responder: Responder, heard: st
 
 def test_every_grammar_phrase_is_answered_and_normalized(responder: Responder) -> None:
     assert len(responder.phrases) == len(set(responder.phrases))
-    assert 100 < len(responder.phrases) < 500  # modest: recognition accuracy falls as it grows
+    assert 100 < len(responder.phrases) < 600  # modest: recognition accuracy falls as it grows
     for phrase in responder.phrases:
         assert phrase == normalize(phrase)
         assert responder.intent_of(phrase) is not None, phrase

@@ -29,9 +29,9 @@ from openai.types.realtime import ClientSecretCreateResponse, RealtimeClientEven
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from _server_fixtures import connect, question, server  # noqa: F401 - fixtures
-from core.call_state import Phase
-from core.engine import CallEngine
-from rig.engine_helpers import Recorder, custom_settings, fast_options, tone_audio
+from core.call.state import Phase
+from core.call.engine import CallEngine
+from rig.engine_helpers import Recorder, custom_settings, engine_options, tone_audio
 from rig.realtime_client import RealtimeClient
 from rig.server_process import TEST_SERVER_KEY, ServerProcess
 
@@ -118,6 +118,11 @@ def types_of(messages: list[str | bytes]) -> list[str]:
 
 SESSION = {"type": "realtime", "model": "gpt-realtime", "instructions": "",
            "audio": {"output": {"voice": "marin"}}}
+# Issue #17: the local server's function tools (tests/test_server_tools.py checks real calls with these).
+TOOLS = [{"type": "function", "name": "set_timer", "description": "A timer.", "parameters": {"type": "object"}}]
+CALL_ITEM = {"id": "item_1", "object": "realtime.item", "type": "function_call", "status": "completed",
+             "call_id": "call_1", "name": "set_timer", "arguments": '{"seconds": 2, "label": "timer"}'}
+CALL_IDS = {"event_id": "e1", "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "call_id": "call_1"}
 
 
 @pytest.mark.parametrize("event, server, problem", [
@@ -137,6 +142,25 @@ SESSION = {"type": "realtime", "model": "gpt-realtime", "instructions": "",
     ({"type": "input_audio_buffer.speech_started", "event_id": "e1", "audio_start_ms": "5", "item_id": "i"}, True,
      "audio_start_ms: Input should be a valid integer"),
     ({"type": "response.cancel"}, False, None),
+    ({"type": "session.update", "session": {**SESSION, "tools": TOOLS, "tool_choice": "auto"}}, False, None),
+    ({"type": "session.updated", "event_id": "e1", "session": {
+        **SESSION, "object": "realtime.session", "id": "sess_1", "expires_at": 0, "tools": TOOLS,
+        "tool_choice": {"type": "function", "name": "set_timer"}}}, True, None),
+    ({"type": "response.output_item.added", "event_id": "e1", "response_id": "resp_1", "output_index": 0,
+      "item": {**CALL_ITEM, "status": "in_progress", "arguments": ""}}, True, None),
+    ({"type": "response.function_call_arguments.delta", **CALL_IDS, "delta": "{}"}, True, None),
+    ({"type": "response.function_call_arguments.done", **CALL_IDS, "name": "set_timer", "arguments": "{}"}, True,
+     None),
+    ({"type": "response.function_call_arguments.done", **CALL_IDS, "arguments": "{}"}, True, "name: Field required"),
+    ({"type": "response.output_item.done", "event_id": "e1", "response_id": "resp_1", "output_index": 0,
+      "item": {**CALL_ITEM, "seconds": 2}}, True, "unknown field item.seconds"),
+    ({"type": "response.done", "event_id": "e1", "response": {"id": "resp_1", "object": "realtime.response",
+                                                              "status": "completed", "output": [CALL_ITEM]}}, True, None),
+    ({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_1",
+                                                   "output": '{"ok": true}'}}, False, None),
+    ({"type": "conversation.item.created", "event_id": "e1", "previous_item_id": None, "item": {
+        "id": "item_2", "object": "realtime.item", "type": "function_call_output", "status": "completed",
+        "call_id": "call_1", "output": '{"ok": true}'}}, True, None),
 ])
 def test_the_checker_finds_wrong_types_missing_and_unknown_fields(event, server, problem) -> None:
     problems = shape_problems(json.dumps(event), server=server)
@@ -267,7 +291,7 @@ async def test_what_the_engine_sends_matches_the_sdk(server: ServerProcess, tmp_
     tap = WireTap()
     tap.install(monkeypatch)
     engine = CallEngine(custom_settings(server.base_url), audio=tone_audio(tmp_path, 1.0), api_key=TEST_SERVER_KEY,
-                        options=fast_options())
+                        options=engine_options())
     # A conversation from an earlier session, so the new one is re-seeded.
     engine.history.add("user", "hello")
     engine.history.add("assistant", "Hi there.")

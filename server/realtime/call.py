@@ -28,6 +28,7 @@ from base.jitter_buffer import hook_adaptive_jitter_buffer
 from server.realtime import events
 from server.realtime.audio_out import OutputTrack, Pacing
 from server.realtime.events import ClientEvent, EventError, new_id, server_event
+from server.realtime.responder import Answer, ToolRequest, answer_tool_output
 from server.realtime.session import SessionConfig, SessionError, apply_session_update
 from server.realtime.speech import Listening, SpeechEngine
 from server.realtime.vad import EnergyVad, VadKind
@@ -39,6 +40,8 @@ MAX_TURN_S = 60
 # A commit shorter than this is refused, as OpenAI does.
 MIN_COMMIT_MS = 100
 CHANNEL_LABEL = "oai-events"
+# The conversation role of a function_call_output (its content is the output text).
+TOOL_ROLE = "tool"
 
 
 class Mode(enum.Enum):
@@ -88,6 +91,7 @@ class RealtimeCall:
         self._listening: Listening | None = None
         self._conversation: list[dict[str, str]] = []
         self._answered_upto = 0  # conversation items before this index have been answered
+        self._tool_calls: dict[str, ToolRequest] = {}  # call_id → the function call this call's answers made
         self._transcription: asyncio.Task[None] | None = None
         self._response: _Response | None = None
         # output_audio_buffer.cleared names the response whose audio the buffer held.
@@ -306,14 +310,23 @@ class RealtimeCall:
         self._send(server_event("session.updated", session=self.session.to_json(self.session_id)))
 
     def _add_item(self, event: ClientEvent) -> None:
-        item = events.conversation_text(event)
         previous = new_id("item") if self._conversation else None
         item_id = new_id("item")
-        self._conversation.append({"role": item.role, "content": item.text})
-        part = "output_text" if item.role == "assistant" else "input_text"
-        self._send(server_event("conversation.item.created", previous_item_id=previous, item={
-            "id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
-            "role": item.role, "content": [{"type": part, "text": item.text}]}))
+        if events.item_type(event) == "function_call_output":
+            result = events.function_output(event)
+            if result.call_id not in self._tool_calls:
+                raise EventError(f"No function call with call_id {result.call_id[:80]!r} in this conversation.",
+                                 code="invalid_value", param="item.call_id", event_id=event.event_id)
+            self._conversation.append({"role": TOOL_ROLE, "content": result.output, "call_id": result.call_id})
+            item = {"id": item_id, "object": "realtime.item", "type": "function_call_output", "status": "completed",
+                    "call_id": result.call_id, "output": result.output}
+        else:
+            text = events.conversation_text(event)
+            self._conversation.append({"role": text.role, "content": text.text})
+            part = "output_text" if text.role == "assistant" else "input_text"
+            item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+                    "role": text.role, "content": [{"type": part, "text": text.text}]}
+        self._send(server_event("conversation.item.created", previous_item_id=previous, item=item))
 
     def _commit(self, event_id: str | None) -> bool:
         samples = len(self._input) * FRAME_SAMPLES
@@ -385,24 +398,21 @@ class RealtimeCall:
             self._response.task.cancel()
         return cut
 
-    def _response_json(self, response_id: str, status: str, text: str | None) -> dict[str, Any]:
-        output = [] if text is None else [{
-            "id": new_id("item"), "object": "realtime.item", "type": "message", "role": "assistant",
-            "status": "completed" if status == "completed" else "incomplete",
-            "content": [{"type": "output_audio", "transcript": text}]}]
+    @staticmethod
+    def _response_json(response_id: str, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": response_id, "object": "realtime.response", "status": status, "output": output,
                 "output_modalities": ["audio"],
                 "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0}}
 
     async def _respond(self, response_id: str) -> None:
-        self._send(server_event("response.created", response=self._response_json(response_id, "in_progress", None)))
-        text: str | None = None
+        self._send(server_event("response.created", response=self._response_json(response_id, "in_progress", [])))
+        output: list[dict[str, Any]] = []
         status = "completed"
         try:
             if self._transcription is not None:
                 await asyncio.shield(self._transcription)
             if self._speech is not None:
-                text = await self._answer(response_id)
+                output = await self._reply(response_id)
         except asyncio.CancelledError:
             status = "cancelled"
         except Exception:  # noqa: BLE001 - a failed answer ends this response, not the call
@@ -411,19 +421,55 @@ class RealtimeCall:
             status = "failed"
         finally:
             self._response = None
-            if text is not None:
-                self._conversation.append({"role": "assistant", "content": text})
-                self._answered_upto = len(self._conversation)
-        self._send(server_event("response.done", response=self._response_json(response_id, status, text)))
+        self._send(server_event("response.done", response=self._response_json(response_id, status, output)))
 
-    async def _answer(self, response_id: str) -> str:
-        """Speak the answer to the newest unanswered user turn; raises CancelledError when cut."""
+    async def _reply(self, response_id: str) -> list[dict[str, Any]]:
+        """Answer the newest unanswered user turn or tool output: the response's output items.
+
+        A turn a declared tool can answer gets a function call instead; the client's
+        function_call_output and response.create then bring the spoken answer.
+        Raises CancelledError when cut; the turn then stays unanswered."""
         assert self._speech is not None
         unanswered = self._conversation[self._answered_upto:]
-        last_user = next((i for i in reversed(unanswered) if i["role"] == "user"), None)
-        heard = last_user["content"] or None if last_user else None
-        history = [i for i in self._conversation if i is not last_user and i["content"]]
-        answer = self._speech.answer(heard, history)
+        last = next((i for i in reversed(unanswered) if i["role"] in ("user", TOOL_ROLE)), None)
+        if last is not None and last["role"] == TOOL_ROLE:
+            answer = answer_tool_output(self._tool_calls.get(last["call_id"]), last["content"])
+        else:
+            heard = last["content"] or None if last else None
+            request = self._speech.responder.tool_request(heard, self.session.tool_names)
+            if request is not None:
+                self._answered_upto = len(self._conversation)
+                return [self._call_tool(response_id, request)]
+            history = [i for i in self._conversation if i is not last and i["content"] and i["role"] != TOOL_ROLE]
+            answer = self._speech.answer(heard, history)
+        item = await self._speak(response_id, answer)
+        self._conversation.append({"role": "assistant", "content": answer.text})
+        self._answered_upto = len(self._conversation)
+        return [item]
+
+    def _call_tool(self, response_id: str, request: ToolRequest) -> dict[str, Any]:
+        """Send a function call as OpenAI does; the completed function_call item."""
+        call_id = new_id("call")
+        arguments = request.arguments_json()
+        self._tool_calls[call_id] = request
+        item = {"id": new_id("item"), "object": "realtime.item", "type": "function_call", "status": "in_progress",
+                "call_id": call_id, "name": request.name, "arguments": ""}
+        common = {"response_id": response_id, "output_index": 0}
+        ids = {"item_id": item["id"], "call_id": call_id}
+        self._send(server_event("response.output_item.added", item=item, **common))
+        self._send(server_event("response.function_call_arguments.delta", delta=arguments, **ids, **common))
+        self._send(server_event("response.function_call_arguments.done", name=request.name, arguments=arguments,
+                                **ids, **common))
+        done = {**item, "status": "completed", "arguments": arguments}
+        self._send(server_event("response.output_item.done", item=done, **common))
+        log.debug("call %s: called %s(%s) as %s", self.id, request.name, arguments, call_id)
+        return done
+
+    async def _speak(self, response_id: str, answer: Answer) -> dict[str, Any]:
+        """Say the answer (its transcript, then its audio); the completed message item.
+
+        Raises CancelledError when the audio is cut."""
+        assert self._speech is not None
         text = answer.text  # the written form is shown and remembered; the spoken form is said
         asked = time.monotonic()
         item_id = new_id("item")
@@ -440,4 +486,5 @@ class RealtimeCall:
         if not await playback.finished:
             raise asyncio.CancelledError
         self._send(server_event("output_audio_buffer.stopped", response_id=response_id))
-        return text
+        return {"id": item_id, "object": "realtime.item", "type": "message", "role": "assistant",
+                "status": "completed", "content": [{"type": "output_audio", "transcript": text}]}

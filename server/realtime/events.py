@@ -56,6 +56,14 @@ class ConversationText:
     text: str
 
 
+@dataclass(frozen=True)
+class FunctionOutput:
+    """The client's answer to a function call: a conversation.item.create of type function_call_output."""
+
+    call_id: str
+    output: str
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
@@ -114,6 +122,24 @@ def conversation_text(event: ClientEvent) -> ConversationText:
             raise bad(f"'item.content[{i}].text' must be a string.", f"item.content[{i}].text")
         texts.append(text)
     return ConversationText(role, " ".join(texts))
+
+
+def item_type(event: ClientEvent) -> str:
+    """The type of a conversation.item.create's item ("message" when absent or not a string)."""
+    item = event.body.get("item")
+    kind = item.get("type", "message") if isinstance(item, dict) else "message"
+    return kind if isinstance(kind, str) else "message"
+
+
+def function_output(event: ClientEvent) -> FunctionOutput:
+    """The call_id and output of a function_call_output item; EventError on a wrong shape."""
+    item = event.body.get("item")
+    assert isinstance(item, dict)  # item_type() said function_call_output
+    for name in ("call_id", "output"):
+        if not isinstance(item.get(name), str):
+            raise EventError(f"'item.{name}' must be a string.", code="invalid_value", param=f"item.{name}",
+                             event_id=event.event_id)
+    return FunctionOutput(item["call_id"], item["output"])
 
 
 def optional_object(event: ClientEvent, name: str) -> dict[str, Any]:

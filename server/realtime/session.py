@@ -1,4 +1,4 @@
-"""The session a call runs with: instructions, voice, turn detection.
+"""The session a call runs with: instructions, voice, turn detection, function tools.
 
 One validator serves both the client_secrets body and the session.update event, so
 the two accept exactly the same shapes. Unknown fields are ignored (OpenAI's session
@@ -8,7 +8,7 @@ has many this server does not use); known fields with the wrong type are refused
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 DEFAULT_MODEL = "gpt-realtime"
@@ -18,6 +18,8 @@ NOISE_REDUCTION_TYPES = ("near_field", "far_field")
 # semantic_vad runs on this server's own VAD: eagerness picks how long a pause ends the turn.
 EAGERNESS_SILENCE_MS = {"low": 900, "medium": 500, "auto": 500, "high": 250}
 VOICE_LOCKED_MESSAGE = "Cannot update a conversation's voice if assistant audio is present."
+TOOL_CHOICES = ("auto", "none", "required")
+MAX_TOOLS = 128
 
 
 class SessionError(ValueError):
@@ -50,6 +52,19 @@ class TurnDetection:
 
 
 @dataclass(frozen=True)
+class FunctionTool:
+    """A function tool the client declared; the offline assistant calls only names it knows."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "function", "name": self.name, "description": self.description,
+                "parameters": self.parameters}
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     model: str = DEFAULT_MODEL
     instructions: str = ""
@@ -60,6 +75,16 @@ class SessionConfig:
     transcription_model: str | None = None
     transcription_language: str | None = None  # accepted and reported; the recogniser is English only
     noise_reduction: str | None = None  # accepted and reported; this server does no noise reduction
+    tools: tuple[FunctionTool, ...] = ()
+    # "auto" | "none" | "required", or {"type": "function", "name": …} (treated as "auto").
+    tool_choice: str | dict[str, str] = "auto"
+
+    @property
+    def tool_names(self) -> frozenset[str]:
+        """The tools the assistant may call now: none when tool_choice is "none"."""
+        if self.tool_choice == "none":
+            return frozenset()
+        return frozenset(tool.name for tool in self.tools)
 
     def to_json(self, session_id: str, expires_at: float | None = None) -> dict[str, Any]:
         transcription = {key: value for key, value in (("model", self.transcription_model),
@@ -79,6 +104,8 @@ class SessionConfig:
                           "turn_detection": self.turn_detection.to_json() if self.turn_detection else None},
                 "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice, "speed": 1.0},
             },
+            "tools": [tool.to_json() for tool in self.tools],
+            "tool_choice": self.tool_choice,
         }
 
 
@@ -141,6 +168,42 @@ def _noise_reduction(raw: Any, param: str) -> str | None:
     return kind
 
 
+def _tools(raw: Any, param: str) -> tuple[FunctionTool, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SessionError(param, f"'{param}' must be a list")
+    if len(raw) > MAX_TOOLS:
+        raise SessionError(param, f"'{param}' may hold at most {MAX_TOOLS} tools, got {len(raw)}")
+    tools: list[FunctionTool] = []
+    for i, entry in enumerate(raw):
+        where = f"{param}[{i}]"
+        if not isinstance(entry, dict):
+            raise SessionError(where, f"'{where}' must be an object")
+        kind = _field(entry, "type", str, f"{where}.type")
+        if kind != "function":
+            raise SessionError(f"{where}.type", f"'{where}.type' must be 'function' (the local server runs no "
+                                                f"MCP tools), got {kind!r}")
+        name = _field(entry, "name", str, f"{where}.name")
+        if not name:
+            raise SessionError(f"{where}.name", f"'{where}.name' must be a non-empty string")
+        if any(tool.name == name for tool in tools):
+            raise SessionError(f"{where}.name", f"'{where}.name': {name!r} is declared twice")
+        description = _field(entry, "description", str, f"{where}.description") or ""
+        parameters = _field(entry, "parameters", dict, f"{where}.parameters") or {}
+        tools.append(FunctionTool(name, description, parameters))
+    return tuple(tools)
+
+
+def _tool_choice(raw: Any, param: str) -> str | dict[str, str]:
+    if isinstance(raw, str) and raw in TOOL_CHOICES:
+        return raw
+    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
+        return {"type": "function", "name": raw["name"]}
+    raise SessionError(param, f"'{param}' must be one of {', '.join(TOOL_CHOICES)} or "
+                              "{\"type\": \"function\", \"name\": …}")
+
+
 def apply_session_update(current: SessionConfig, raw: Any, param: str = "session", *,
                          voice_locked: bool = False) -> SessionConfig:
     """current with the fields of raw applied; raises SessionError on a bad field.
@@ -183,6 +246,10 @@ def apply_session_update(current: SessionConfig, raw: Any, param: str = "session
     voice = _field(audio_out, "voice", str, f"{param}.audio.output.voice")
     if voice is not None:
         changes["voice"] = voice
+    if "tools" in raw:
+        changes["tools"] = _tools(raw["tools"], f"{param}.tools")
+    if raw.get("tool_choice") is not None:
+        changes["tool_choice"] = _tool_choice(raw["tool_choice"], f"{param}.tool_choice")
     if voice_locked and changes.get("voice", current.voice) != current.voice:
         raise SessionError(f"{param}.audio.output.voice", VOICE_LOCKED_MESSAGE, code="cannot_update_voice")
     return replace(current, **changes)

@@ -115,6 +115,11 @@ class SpeechEngine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._recognizer.recognize, pcm, RATE)
 
+    @property
+    def responder(self) -> Any:
+        """The mind (server.realtime.responder.Responder): its tool requests, for calls with tools."""
+        return self._responder
+
     def answer(self, heard: str | None, conversation: Sequence[dict[str, str]]) -> Answer:
         return self._responder.answer(heard, conversation)
 
