@@ -59,10 +59,11 @@ class StreamFormat:
 
 CALL_FORMAT = StreamFormat(RATE, 1)
 
-# PortAudio's own choice of block size (0) at its low latency: on the PulseAudio rig
-# 20 ms blocks cost 40 ms per direction, variable blocks ~9 ms (see BENCHMARKS.md).
+# PortAudio's own block size (0: the capture ring frames whatever comes) at 20 ms of
+# buffering. On the PulseAudio rig fixed 960-sample blocks cost 40 ms per direction;
+# latency="low" (~9 ms) overflows a 44.1 kHz stereo capture under load (3 of 4 blocks lost).
 BLOCK_SIZE = 0
-LATENCY: str | float = "low"
+LATENCY = 0.02
 
 
 class _PortAudio:
@@ -128,6 +129,7 @@ class StreamHealth:
     opened_at: float
     last_callback: float | None  # None until PortAudio first called back
     ended: bool  # the stream stopped for good (PortAudio finished it, or it never opened)
+    last_sound: float | None = None  # a microphone's last block that was not exact zeros
 
 
 class FrameSource(ABC):
@@ -150,10 +152,6 @@ class FrameSource(ABC):
 
     def health(self) -> StreamHealth | None:
         """The stream's vital signs, or None when there is nothing to watch (files)."""
-        return None
-
-    def warning(self) -> str | None:
-        """Something the user should check while the source still works, or None."""
         return None
 
     def close(self) -> None:
@@ -406,7 +404,8 @@ class MicrophoneSource(FrameSource):
         self._convert = _Downmix(self.format)
         self._ring = _CaptureRing()
         self._on_level = on_level
-        self.opened_at = self.last_sound = time.monotonic()
+        self.opened_at = time.monotonic()
+        self.last_sound: float | None = None
         self.last_callback: float | None = None
         self.ended = False
         self._closing = False
@@ -453,15 +452,7 @@ class MicrophoneSource(FrameSource):
         return self._ring.capture_done()
 
     def health(self) -> StreamHealth:
-        return StreamHealth(self.opened_at, self.last_callback, self.ended)
-
-    def warning(self) -> str | None:
-        # A real microphone always hisses a little: exact zeros mean the sound system
-        # moved us to a dead source (the mic was unplugged) or the mic is muted.
-        if self.last_callback is not None and time.monotonic() - self.last_sound > STALL_S:
-            return ("The microphone sends only digital silence (unplugged or muted?). "
-                    "Check it, or pick another in the device list.")
-        return None
+        return StreamHealth(self.opened_at, self.last_callback, self.ended, self.last_sound)
 
     def close(self) -> None:
         self._closing = True

@@ -43,7 +43,8 @@ LEVEL_EVERY_S = 0.08  # input level hand-overs to the loop: ~12 a second is plen
 WATCH_EVERY_S = 0.25
 TELL_AFTER_S = 3.0
 REOPEN_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # the last one repeats
-CAPTURE_FLUSH_TIMEOUT_S = 0.5  # PortAudio's input buffer + the ring, with room for a slow callback
+CAPTURE_FLUSH_TIMEOUT_S = 0.5
+READING_S = 0.2  # read_frame called this recently: the gate is open, someone is talking  # PortAudio's input buffer + the ring, with room for a slow callback
 
 
 class Device(Enum):
@@ -84,7 +85,9 @@ class Recovery:
         if self.failing_since is None:
             if not health.ended and health.last_callback is None and now - health.opened_at <= self.stall_s:
                 return Decision()  # still waiting for a slow first callback
-            self.failing_since = self.next_reopen = now
+            # broken since it last called back: a stall of tell_after_s is told, however it is noticed
+            self.failing_since = health.last_callback if health.last_callback is not None else now
+            self.next_reopen = now
             log.info("%s stream stalled or ended: reopening it", self.device.value)
         reopen = now >= self.next_reopen
         if reopen:
@@ -102,6 +105,46 @@ class Recovery:
                 and now - health.last_callback <= self.stall_s)
 
 
+# Exact digital silence this long while nobody reads the microphone: reopen it now and
+# then. The sound server moves a stream whose source vanished to another (often dead)
+# source and never moves it back; a new stream goes to the default source, which is
+# the replugged device once it is back.
+SILENCE_REOPEN_S = 3.0
+SILENCE_REOPEN_EVERY_S = 4.0
+
+
+@dataclass
+class SilenceWatch:
+    """A real microphone always hisses a little: exact zeros mean the stream was moved to
+    a dead source (the mic was unplugged) or the mic is muted. Warn once, say when sound
+    is back, and reopen while the gate is closed (never mid-turn). Pure: time passed in."""
+
+    warn_after_s: float = STALL_S
+    reopen_after_s: float = SILENCE_REOPEN_S
+    reopen_every_s: float = SILENCE_REOPEN_EVERY_S
+    warned: bool = field(default=False, init=False)
+    next_reopen: float = field(default=0.0, init=False)
+
+    def update(self, now: float, health: StreamHealth, reading: bool) -> Decision:
+        if health.ended or health.last_callback is None:
+            return Decision()  # not delivering at all: Recovery's business
+        if health.last_sound is not None and now - health.last_sound <= self.warn_after_s:
+            was_warned, self.warned = self.warned, False
+            return Decision(recovered="The microphone hears sound again." if was_warned else None)
+        silent_for = now - (health.last_sound if health.last_sound is not None else health.opened_at)
+        if silent_for <= self.warn_after_s:
+            return Decision()
+        tell = None
+        if not self.warned:
+            self.warned = True
+            tell = ("The microphone sends only digital silence (unplugged or muted?). "
+                    "Check it, or pick another in the device list.")
+        reopen = not reading and silent_for >= self.reopen_after_s and now >= self.next_reopen
+        if reopen:
+            self.next_reopen = now + self.reopen_every_s
+        return Decision(reopen=reopen, tell=tell)
+
+
 class SoundDevices:
     def __init__(self, audio: AudioIO, pull: Pull, *, on_level: Callable[[float], None],
                  on_problem: Callable[[str], None], on_recovered: Callable[[str], None] | None = None,
@@ -116,6 +159,7 @@ class SoundDevices:
         self._source: FrameSource | None = None
         self._sink: FrameSink | None = None
         self._watch: asyncio.Task | None = None
+        self._last_read = -math.inf
 
     @property
     def is_open(self) -> bool:
@@ -183,6 +227,7 @@ class SoundDevices:
             await self.open()
 
     def read_frame(self) -> np.ndarray | None:
+        self._last_read = time.monotonic()
         return self._source.read_frame() if self._source is not None else None
 
     def discard(self) -> None:
@@ -221,25 +266,26 @@ class SoundDevices:
             self._sink = None
 
     async def _watch_devices(self) -> None:
-        warned: FrameSource | None = None
         recoveries = {device: self._make_recovery(device) for device in Device}
+        silence = SilenceWatch()
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
-            if self._source is not None and self._source is not warned and (warning := self._source.warning()):
-                warned = self._source  # once per device: it may be muted on purpose
-                self._on_problem(warning)
             for device, recovery in recoveries.items():
                 current = self._source if device is Device.MICROPHONE else self._sink
                 health = current.health() if current is not None else None
                 if health is None:
                     continue
-                decision = recovery.update(time.monotonic(), health)
-                if decision.reopen:
+                now = time.monotonic()
+                decisions = [recovery.update(now, health)]
+                if device is Device.MICROPHONE:
+                    decisions.append(silence.update(now, health, reading=now - self._last_read < READING_S))
+                if any(d.reopen for d in decisions):
                     await self._reopen(device)
-                if decision.tell:
-                    self._on_problem(decision.tell)
-                if decision.recovered:
-                    self._on_recovered(decision.recovered)
+                for decision in decisions:
+                    if decision.tell:
+                        self._on_problem(decision.tell)
+                    if decision.recovered:
+                        self._on_recovered(decision.recovered)
 
     async def _reopen(self, device: Device) -> None:
         """Replace the stream with a stand-in, close it, and open the device afresh; a

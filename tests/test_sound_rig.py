@@ -48,3 +48,137 @@ def test_output_stream_tone_reaches_speaker_monitor(pulse):
     assert loud.sum() > RATE * 0.5, "the tone played by an output stream was not heard on the monitor"
     start = int(np.argmax(loud))
     assert abs(dominant_frequency(audio[start:start + RATE // 2]) - 440) < 20
+
+
+# --- the app's own streams: the conversion path, the clock at the ear, the release cut ----------
+
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+
+from base.pcm import FRAME_SAMPLES  # noqa: E402
+from core.audio import MicrophoneSource, SpeakerSink, StreamFormat  # noqa: E402
+from core.playout import Playout  # noqa: E402
+from rig.pulse_rig import add_native_devices  # noqa: E402
+
+
+class _Sine:
+    """A pull that plays a continuous sine (or silence), remembering the times it is given."""
+
+    def __init__(self, freq: float) -> None:
+        self.freq = freq
+        self._phase = 0
+        self.calls: list[tuple[float, float | None]] = []  # (when called, play_time)
+
+    def __call__(self, n: int, play_time: float | None = None) -> np.ndarray:
+        self.calls.append((time.monotonic(), play_time))
+        t = (self._phase + np.arange(n)) / RATE
+        self._phase += n
+        return (np.sin(2 * np.pi * self.freq * t) * 0.5 * 32767).astype(np.int16) if self.freq else np.zeros(n, np.int16)
+
+
+def _read_frames(source, seconds: float) -> np.ndarray:
+    """Read 20 ms frames the way the outgoing track does, for `seconds`."""
+    frames = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if (frame := source.read_frame()) is not None:
+            frames.append(frame)
+        else:
+            time.sleep(0.005)
+    return np.concatenate(frames) if frames else np.zeros(0, np.int16)
+
+
+def test_a_44k1_stereo_card_carries_a_tone_both_ways(pulse, monkeypatch):
+    """A 44.1 kHz stereo microphone and speaker, opened at their own format (PulseAudio
+    would accept 48 kHz mono and resample itself, so the test forces the native format
+    the way a card that refuses 48 kHz mono is opened): a tone captured through the
+    microphone is played back through the speaker, its frequency kept."""
+    card = add_native_devices(pulse, 44100, 2, prefix=f"cd{os.getpid() % 1000}")
+    monkeypatch.setenv("PULSE_SOURCE", card.mic)
+    monkeypatch.setenv("PULSE_SINK", card.speaker)
+    native = StreamFormat(44100, 2)
+    playout = Playout(capacity_ms=1000, max_depth_ms=600)
+    mic = MicrophoneSource(None, fmt=native)
+    speaker = SpeakerSink(None, playout.read, fmt=native)
+    recording = card.record_speaker()
+    try:
+        time.sleep(0.3)
+        player = card.play_into_mic(tone(700, 1.5, rate=44100))
+        end = time.monotonic() + 2.2
+        while time.monotonic() < end:  # microphone -> playout -> speaker, frame by frame
+            if (frame := mic.read_frame()) is not None:
+                playout.write(frame)
+            else:
+                time.sleep(0.005)
+        player.wait(timeout=10)
+    finally:
+        mic.close()
+        asyncio.run(speaker.close())
+        heard = recording.stop()
+        card.remove()
+    loud = np.abs(heard) > 3000
+    assert loud.sum() > 44100 * 0.8, f"the tone did not come through ({loud.sum()} loud samples)"
+    start = int(np.argmax(loud))
+    assert abs(dominant_frequency(heard[start:start + 44100 // 2], rate=44100) - 700) < 15
+    assert mic.format == native and speaker.format == native
+
+
+def test_the_speaker_reports_when_a_block_reaches_the_dac(pulse):
+    """play_time is PortAudio's outputBufferDacTime on the monotonic clock: later than
+    the callback by about the stream's output latency."""
+    pull = _Sine(0)
+    speaker = SpeakerSink(None, pull)
+    try:
+        time.sleep(1.0)
+        latency = speaker.latency
+    finally:
+        asyncio.run(speaker.close())
+    ahead = np.array([play - called for called, play in pull.calls[10:] if play is not None])
+    assert len(ahead) > 20
+    median = float(np.median(ahead))
+    assert 0.5 * latency <= median <= latency + 0.02, (median, latency)
+
+
+def test_release_hands_out_everything_heard_before_it(pulse):
+    """A tone ends, then push-to-talk is released: the frames read after the release
+    still hold the tone's end (it was in PortAudio's buffer and the ring), nothing from
+    after the release comes out, and the whole tone is there."""
+    mic = MicrophoneSource(None)
+    try:
+        time.sleep(0.3)
+        mic.discard()  # press
+        player = pulse.play_into_mic(tone(1000, 0.6))
+        before = []
+        done = threading.Event()
+
+        def wait_for_the_tone_to_end() -> None:
+            player.wait(timeout=10)
+            done.set()
+
+        threading.Thread(target=wait_for_the_tone_to_end, daemon=True).start()
+        while not done.is_set():
+            if (frame := mic.read_frame()) is not None:
+                before.append(frame)
+            time.sleep(0.02)  # the paced track's rhythm
+        release = time.monotonic()
+        mic.end_capture(release)
+        after = []
+        deadline = release + 0.5
+        while not mic.capture_done() and time.monotonic() < deadline:
+            if (frame := mic.read_frame()) is not None:
+                after.append(frame)
+            time.sleep(0.02)
+        while (frame := mic.read_frame()) is not None:
+            after.append(frame)
+        assert mic.capture_done()
+        time.sleep(0.1)
+        assert mic.read_frame() is None  # what is heard after the release stays out
+    finally:
+        mic.close()
+    tail = np.concatenate(after)
+    assert np.count_nonzero(np.abs(tail) > 3000) > 0, "nothing of the tone was left at the release: the test shows nothing"
+    whole = np.concatenate(before + after)
+    played = np.count_nonzero(np.abs(tone(1000, 0.6)) > 3000)
+    assert np.count_nonzero(np.abs(whole) > 3000) > played - FRAME_SAMPLES // 2, "part of the tone was lost"
+    assert len(tail) <= 12 * FRAME_SAMPLES
