@@ -228,6 +228,8 @@ def choose_format(kind: str, device: str | int | None, forced: StreamFormat | No
             check(device=device, samplerate=RATE, channels=1, dtype="int16")
             return CALL_FORMAT
         except (sd.PortAudioError, ValueError) as exc:
+            if isinstance(exc, sd.PortAudioError) and exc.args[1:2] not in ((_PA_BAD_RATE,), (_PA_BAD_CHANNELS,)):
+                return CALL_FORMAT  # not a format refusal (the device is gone): opening it will say so
             try:
                 info = sd.query_devices(device, kind)
             except (sd.PortAudioError, ValueError):
@@ -235,6 +237,10 @@ def choose_format(kind: str, device: str | int | None, forced: StreamFormat | No
             native = StreamFormat(int(info["default_samplerate"]), max(1, min(2, int(info[f"max_{kind}_channels"]))))
             log.info("%s %s refuses 48 kHz mono (%s): opening it at %s", kind, device, exc, native)
             return native
+
+
+_PA_BAD_CHANNELS = -9998  # PortAudio's paInvalidChannelCount
+_PA_BAD_RATE = -9997  # paInvalidSampleRate
 
 
 class _ClockMap:
@@ -305,6 +311,9 @@ class _Upmix:
         return joined[:n]
 
 
+QUIET_DBFS = -50.0  # a frame this quiet carries no speech: it may be dropped to cut delay
+
+
 class _CaptureRing:
     """Captured audio as 20 ms frames, each stamped with when its first sample was heard.
 
@@ -313,8 +322,12 @@ class _CaptureRing:
     started before `until` still come out (the part after `until` zeroed), later ones
     are dropped, and the partial frame is flushed once the device has caught up."""
 
-    def __init__(self, frames: int = 6) -> None:
+    def __init__(self, frames: int = 6, calm_reads: int = 50) -> None:
         self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=frames)
+        # backlog shedding: the fewest frames left waiting over calm_reads reads (~1 s)
+        self._calm_reads = calm_reads
+        self._reads = 0
+        self._calm_min = frames
         self._lock = threading.Lock()
         self._partial = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._fill = 0
@@ -357,6 +370,8 @@ class _CaptureRing:
 
     def pop(self) -> np.ndarray | None:
         with self._lock:
+            if self._cutoff is None:
+                self._shed_backlog()
             if not self._frames:
                 return None
             started, frame = self._frames.popleft()
@@ -368,6 +383,19 @@ class _CaptureRing:
             keep = int(round((self._cutoff - started) * RATE))
             frame[max(0, keep):] = 0
             return frame
+
+    def _shed_backlog(self) -> None:
+        """Frames that stayed waiting through a whole calm window were never needed as a
+        cushion, only delay (the ring filled before reading began, or after a stall):
+        drop all but one of them, but only quiet ones, never a word."""
+        self._calm_min = min(self._calm_min, len(self._frames))
+        self._reads += 1
+        if self._reads >= self._calm_reads:
+            for _ in range(self._calm_min - 1):
+                if level_dbfs(self._frames[0][1]) > QUIET_DBFS:
+                    break
+                self._frames.popleft()
+            self._reads, self._calm_min = 0, self._frames.maxlen or 0
 
     def end_capture(self, until: float) -> None:
         with self._lock:

@@ -196,3 +196,214 @@ def test_capture_ring_hands_out_what_was_heard_before_the_release_then_nothing()
     ring.clear()  # the next press: capturing again
     ring.push(samples[:FRAME_SAMPLES], t + 5)
     assert ring.pop() is not None
+
+
+# --- real streams on the rig: suspended, unplugged and plugged back, missing at start ------------
+
+import time  # noqa: E402
+import threading  # noqa: E402
+
+from core.audio import list_devices, refresh_devices  # noqa: E402
+from core.sound_devices import SoundDevices  # noqa: E402
+from rig.pulse_rig import dominant_frequency, suspend, tone, unplug  # noqa: E402
+
+HEARD_WITHIN_S = 12.0
+
+
+class _Notices:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def problem(self, message: str) -> None:
+        self.seen.append(("problem", message))
+
+    def recovered(self, message: str) -> None:
+        self.seen.append(("recovered", message))
+
+    def about(self, device: str) -> list[str]:
+        return [kind for kind, message in self.seen if device in message.lower()]
+
+
+def _sine(freq: float):
+    phase = [0]
+
+    def pull(n: int, play_time: float | None = None) -> np.ndarray:
+        t = (phase[0] + np.arange(n)) / 48000
+        phase[0] += n
+        return (np.sin(2 * np.pi * freq * t) * 0.4 * 32767).astype(np.int16)
+
+    return pull
+
+
+async def _open(notices: _Notices, audio: DeviceAudio | None = None, freq: float = 440) -> SoundDevices:
+    devices = SoundDevices(audio or DeviceAudio(None, None), _sine(freq), on_level=lambda _db: None,
+                           on_problem=notices.problem, on_recovered=notices.recovered)
+    await devices.open()
+    return devices
+
+
+async def _mic_hears_a_tone(rig, devices: SoundDevices, within: float = HEARD_WITHIN_S) -> bool:
+    """Press, play a tone into the virtual microphone, read as the outgoing track does."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        devices.discard()
+        player = rig.play_into_mic(tone(1000, 0.6))
+        frames = []
+        for _ in range(45):
+            if (frame := devices.read_frame()) is not None:
+                frames.append(frame)
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(player.wait, 10)
+        audio = np.concatenate(frames) if frames else np.zeros(0, np.int16)
+        loud = np.abs(audio) > 3000
+        if loud.sum() > 0.3 * 48000:
+            start = int(np.argmax(loud))
+            return abs(dominant_frequency(audio[start:start + 9600]) - 1000) < 30
+        await asyncio.sleep(0.5)  # nobody reads between tries: the gate is closed
+    return False
+
+
+async def _speaker_plays(rig, within: float = HEARD_WITHIN_S) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        recording = rig.record_speaker()
+        await asyncio.sleep(0.8)
+        audio = await asyncio.to_thread(recording.stop)
+        loud = np.abs(audio) > 3000
+        if loud.sum() > 0.3 * 48000:
+            start = int(np.argmax(loud))
+            return abs(dominant_frequency(audio[start:start + 9600]) - 440) < 30
+    return False
+
+
+def _told_then_cleared(kinds: list[str]) -> bool:
+    """Each problem is followed by a recovered notice, and the last word is 'recovered'."""
+    return bool(kinds) and kinds[-1] == "recovered" and all(a != b for a, b in zip(kinds, kinds[1:]))
+
+
+@pytest.mark.parametrize("kind,name", [("source", "mic"), ("sink", "spk")])
+async def test_a_suspended_device_works_again_afterwards(pulse, kind: str, name: str) -> None:
+    notices = _Notices()
+    devices = await _open(notices)
+    try:
+        assert await _mic_hears_a_tone(pulse, devices, within=3) and await _speaker_plays(pulse, within=3)
+        suspend(pulse, kind, name, True)
+        await asyncio.sleep(3.0)
+        suspend(pulse, kind, name, False)
+        assert await _mic_hears_a_tone(pulse, devices), notices.seen
+        assert await _speaker_plays(pulse), notices.seen
+        await asyncio.sleep(0.5)
+    finally:
+        await asyncio.wait_for(devices.close(), 10)
+    device = "microphone" if kind == "source" else "speaker"
+    kinds = [k for k, message in notices.seen if device in message.lower() and "digital silence" not in message
+             and "hears sound again" not in message]
+    assert not kinds or _told_then_cleared(kinds), notices.seen
+
+
+async def test_a_microphone_unplugged_then_plugged_back_is_used_again(pulse) -> None:
+    notices = _Notices()
+    devices = await _open(notices, freq=0)  # a silent speaker: the moved microphone hears nothing
+    try:
+        assert await _mic_hears_a_tone(pulse, devices, within=3)
+        replug = unplug(pulse, "source_name=mic")
+        await asyncio.sleep(5.0)
+        replug()
+        assert await _mic_hears_a_tone(pulse, devices), notices.seen
+        await asyncio.sleep(0.5)
+    finally:
+        await asyncio.wait_for(devices.close(), 10)
+    assert _told_then_cleared(notices.about("microphone")), notices.seen
+
+
+async def test_a_speaker_unplugged_then_plugged_back_is_used_again(tmp_path) -> None:
+    rig = PulseRig(tmp_path / "pulse", speaker_only=True)  # one sink: the stream dies with it
+    rig.start()
+    import sounddevice as sd
+
+    sd._terminate()
+    sd._initialize()
+    notices = _Notices()
+    keepalive = None
+    try:
+        devices = await _open(notices)
+        try:
+            assert await _speaker_plays(rig, within=3)
+            replug = unplug(rig, "sink_name=spk")
+            await asyncio.sleep(5.0)
+            replug()
+            keepalive = subprocess.Popen(  # as the rig keeps its sinks busy (TESTING.md)
+                ["pacat", "--playback", "--device=spk", "--latency-msec=20", "--rate=48000", "--channels=1",
+                 "/dev/zero"], env={**os.environ, **rig.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            assert await _speaker_plays(rig), notices.seen
+            await asyncio.sleep(0.5)
+        finally:
+            await asyncio.wait_for(devices.close(), 10)
+    finally:
+        if keepalive is not None:
+            keepalive.terminate()
+            keepalive.wait(5)
+        rig.stop()
+        sd._terminate()
+        sd._initialize()
+    assert notices.about("speaker")[:1] == ["problem"], notices.seen
+    assert _told_then_cleared(notices.about("speaker")), notices.seen
+
+
+async def test_a_saved_device_that_is_missing_falls_back_to_the_default(pulse) -> None:
+    notices = _Notices()
+    devices = await _open(notices, DeviceAudio("Headset that is not here", "Speaker that is not here"))
+    try:
+        assert await _mic_hears_a_tone(pulse, devices, within=3)
+        assert await _speaker_plays(pulse, within=3)
+    finally:
+        await devices.close()
+    told = [message for kind, message in notices.seen if "not available" in message]
+    assert len(told) == 2 and "Headset that is not here" in told[0] and "Speaker that is not here" in told[1], notices.seen
+
+
+def test_the_device_list_refreshes_only_while_no_stream_is_open(pulse, private_home) -> None:
+    """A device that appears (here an ALSA device defined while running) shows after a
+    refresh; with a stream open the refresh waits, since it would kill the stream."""
+    name = f"sandra_new_{uuid.uuid4().hex[:6]}"
+    assert name not in [d.name for d in list_devices()]
+    (private_home / ".asoundrc").write_text(f"pcm.{name} {{ type pulse }}\nctl.{name} {{ type pulse }}\n")
+    from core.audio import MicrophoneSource
+
+    mic = MicrophoneSource(None)
+    try:
+        assert refresh_devices() is False
+        time.sleep(0.5)
+        assert name not in [d.name for d in list_devices(refresh=True)]
+        assert mic.health().last_callback is not None  # the stream survived
+    finally:
+        mic.close()
+    assert name in [d.name for d in list_devices(refresh=True)]
+
+
+def test_capture_ring_sheds_a_backlog_that_was_never_needed() -> None:
+    ring = _CaptureRing(frames=6, calm_reads=10)
+    frame = np.ones(FRAME_SAMPLES, dtype=np.int16)
+    t = 0.0
+    for _ in range(6):  # the ring filled before anyone read it
+        t += FRAME_SAMPLES / RATE
+        ring.push(frame, t)
+    depths = []
+    for _ in range(30):  # then one frame comes per frame read: the backlog would stay forever
+        t += FRAME_SAMPLES / RATE
+        ring.push(frame, t)
+        assert ring.pop() is not None  # never starved
+        depths.append(ring.depth)
+    assert depths[0] == 5 and depths[-1] == 0, depths  # one frame waits before each read, none after
+
+
+def test_capture_ring_never_sheds_a_loud_frame() -> None:
+    ring = _CaptureRing(frames=6, calm_reads=10)
+    loud = np.full(FRAME_SAMPLES, 8000, dtype=np.int16)
+    t = 0.0
+    for _ in range(36):
+        t += FRAME_SAMPLES / RATE
+        ring.push(loud, t)
+        if _ >= 5:
+            assert ring.pop() is not None
+    assert ring.depth == 5  # speech keeps its delay rather than lose a word

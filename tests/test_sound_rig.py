@@ -157,10 +157,12 @@ def test_release_hands_out_everything_heard_before_it(pulse):
             done.set()
 
         threading.Thread(target=wait_for_the_tone_to_end, daemon=True).start()
+        started, reads = time.monotonic(), 0
         while not done.is_set():
             if (frame := mic.read_frame()) is not None:
                 before.append(frame)
-            time.sleep(0.02)  # the paced track's rhythm
+            reads += 1
+            time.sleep(max(0.0, started + reads * 0.02 - time.monotonic()))  # the paced track's rhythm
         release = time.monotonic()
         mic.end_capture(release)
         after = []
