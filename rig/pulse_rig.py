@@ -87,19 +87,7 @@ class PulseRig:
 
     def play_into_mic(self, samples: np.ndarray) -> subprocess.Popen:
         """Start playing int16 mono 48 kHz samples into the virtual microphone."""
-        proc = subprocess.Popen(
-            ["pacat", "--playback", "--device=micsrc", "--latency-msec=20", "--rate=48000", "--channels=1", "--format=s16le"],
-            stdin=subprocess.PIPE, env={**os.environ, **self.env},
-        )
-        data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
-
-        def feed() -> None:  # pacat reads at playback speed: never block the caller's event loop on it
-            assert proc.stdin is not None
-            proc.stdin.write(data)
-            proc.stdin.close()
-
-        threading.Thread(target=feed, daemon=True).start()
-        return proc
+        return play_pcm(self.env, "micsrc", RATE, samples)
 
     def record_speaker(self) -> "SpeakerRecording":
         return SpeakerRecording(self.env)
@@ -112,6 +100,24 @@ class PulseRig:
 
     def unload_module(self, index: str) -> None:
         self._run("pactl", "unload-module", index)
+
+
+def play_pcm(env: dict[str, str], sink: str, rate: int, samples: np.ndarray, channels: int = 1) -> subprocess.Popen:
+    """Start playing int16 mono samples (copied to every channel) into a sink."""
+    proc = subprocess.Popen(
+        ["pacat", "--playback", f"--device={sink}", "--latency-msec=20", f"--rate={rate}", f"--channels={channels}",
+         "--format=s16le"],
+        stdin=subprocess.PIPE, env={**os.environ, **env},
+    )
+    data = np.repeat(np.asarray(samples, dtype="<i2")[:, None], channels, axis=1).tobytes()
+
+    def feed() -> None:  # pacat reads at playback speed: never block the caller's event loop on it
+        assert proc.stdin is not None
+        proc.stdin.write(data)
+        proc.stdin.close()
+
+    threading.Thread(target=feed, daemon=True).start()
+    return proc
 
 
 class SpeakerRecording:
@@ -196,21 +202,7 @@ class NativeDevices:
 
     def play_into_mic(self, samples: np.ndarray) -> subprocess.Popen:
         """int16 mono samples at self.rate, copied to every channel, played into the mic."""
-        frames = np.repeat(np.asarray(samples, dtype="<i2")[:, None], self.channels, axis=1)
-        proc = subprocess.Popen(
-            ["pacat", "--playback", f"--device={self.feed}", "--latency-msec=20", f"--rate={self.rate}",
-             f"--channels={self.channels}", "--format=s16le"],
-            stdin=subprocess.PIPE, env={**os.environ, **self.rig.env},
-        )
-        data = frames.tobytes()
-
-        def feed() -> None:
-            assert proc.stdin is not None
-            proc.stdin.write(data)
-            proc.stdin.close()
-
-        threading.Thread(target=feed, daemon=True).start()
-        return proc
+        return play_pcm(self.rig.env, self.feed, self.rate, samples, self.channels)
 
     def record_speaker(self) -> "SpeakerRecording":
         """The speaker's monitor at its own rate and channels (channel 0 returned)."""
