@@ -9,7 +9,9 @@ again when it works (on_recovered), so the window can clear its banner.
 
 A saved device that is missing when the call starts falls back to the default one
 with a notice. A microphone that delivers only exact digital silence is worth one
-warning (unplugged or muted).
+warning (unplugged or muted) and, while nobody talks, a reopen now and then: the sound
+server moves a stream whose source vanished to another source and never moves it
+back, while a new stream goes to the default source, the replugged one once it is back.
 
 API for the engine/window:
 - ``on_problem(message)``: non-fatal, show in the banner.
@@ -27,9 +29,10 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,6 +41,8 @@ from core.audio import (STALL_S, AudioIO, DeviceAudio, FrameSink, FrameSource, P
                         StreamHealth)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LEVEL_EVERY_S = 0.08  # input level hand-overs to the loop: ~12 a second is plenty for a meter
 WATCH_EVERY_S = 0.25
@@ -187,35 +192,36 @@ class SoundDevices:
                 loop.call_soon_threadsafe(self._on_level, dbfs if math.isfinite(dbfs) else -120.0)
 
         self._level = level
-        self._source = await self._open_with_fallback(Device.MICROPHONE)
+        self._source = await self._open_with_fallback(Device.MICROPHONE, self._open_source)
         try:
-            self._sink = await self._open_with_fallback(Device.SPEAKER)
+            self._sink = await self._open_with_fallback(Device.SPEAKER, self._open_sink)
         except DeviceError:
             await asyncio.to_thread(self._source.close)
             self._source = None
             raise
         self._watch = loop.create_task(self._watch_devices(), name="device-watch")
 
-    async def _open_with_fallback(self, device: Device) -> FrameSource | FrameSink:
+    async def _open_with_fallback(self, device: Device, open_device: Callable[[], Awaitable[T]]) -> T:
         """A saved device that is missing now: the default one, with a notice."""
         try:
-            return await self._open(device)
+            return await open_device()
         except DeviceError as exc:
             audio = self.audio
             field_name = "input_device" if device is Device.MICROPHONE else "output_device"
-            if not isinstance(audio, DeviceAudio) or getattr(audio, field_name) is None:
+            saved = getattr(audio, field_name, None)
+            if not isinstance(audio, DeviceAudio) or saved is None:
                 raise
-            log.warning("saved %s %r cannot be opened (%s): using the default", device.value,
-                        getattr(audio, field_name), exc)
+            log.warning("saved %s %r cannot be opened (%s): using the default", device.value, saved, exc)
             self.audio = dataclasses.replace(audio, **{field_name: None})
-            opened = await self._open(device)
-            self._on_problem(f"The {device.value} {getattr(audio, field_name)!r} is not available; "
-                             f"using the default {device.value}. Pick another in the device list if needed.")
+            opened = await open_device()
+            self._on_problem(f"The {device.value} {saved!r} is not available; using the default "
+                             f"{device.value}. Pick another in the device list if needed.")
             return opened
 
-    async def _open(self, device: Device) -> FrameSource | FrameSink:
-        if device is Device.MICROPHONE:
-            return await asyncio.to_thread(self.audio.open_source, self._level)
+    async def _open_source(self) -> FrameSource:
+        return await asyncio.to_thread(self.audio.open_source, self._level)
+
+    async def _open_sink(self) -> FrameSink:
         return await asyncio.to_thread(self.audio.open_sink, self._pull)
 
     async def switch(self, audio: AudioIO) -> None:
@@ -290,24 +296,20 @@ class SoundDevices:
     async def _reopen(self, device: Device) -> None:
         """Replace the stream with a stand-in, close it, and open the device afresh; a
         device that cannot be had yet leaves the stand-in (it reports ended)."""
-        if device is Device.MICROPHONE:
-            assert self._source is not None
-            broken, self._source = self._source, SilentSource()
-            await asyncio.to_thread(broken.close)
-        else:
-            assert self._sink is not None
-            broken_sink, self._sink = self._sink, SilentSink(self._pull)
-            await broken_sink.close()
         try:
-            fresh = await self._open(device)
+            if device is Device.MICROPHONE:
+                assert self._source is not None
+                broken, self._source = self._source, SilentSource()
+                await asyncio.to_thread(broken.close)
+                self._source = await self._open_source()
+            else:
+                assert self._sink is not None
+                broken_sink, self._sink = self._sink, SilentSink(self._pull)
+                await broken_sink.close()
+                fresh = await self._open_sink()
+                stand_in, self._sink = self._sink, fresh
+                await stand_in.close()
         except DeviceError as exc:
             log.info("reopening the %s failed: %s", device.value, exc)
             return
-        if device is Device.MICROPHONE:
-            assert isinstance(fresh, FrameSource)
-            self._source = fresh
-        else:
-            assert isinstance(fresh, FrameSink)
-            stand_in, self._sink = self._sink, fresh
-            await stand_in.close()
         log.info("%s reopened", device.value)
