@@ -59,11 +59,15 @@ class StreamFormat:
 
 CALL_FORMAT = StreamFormat(RATE, 1)
 
-# PortAudio's own block size (0: the capture ring frames whatever comes) at 20 ms of
-# buffering. On the PulseAudio rig fixed 960-sample blocks cost 40 ms per direction;
-# latency="low" (~9 ms) overflows a 44.1 kHz stereo capture under load (3 of 4 blocks lost).
+# PortAudio's own block size (0: the capture ring frames whatever comes) and explicit
+# buffering, measured on the PulseAudio rig under load (2 cores, load ~5-8): fixed
+# 960-sample blocks cost 40 ms per direction; latency="low" (~9 ms) lost 3 of 4 capture
+# blocks of a 44.1 kHz stereo source and gave ~5 output dropouts a second; output at
+# 20 ms ~2 dropouts a second, at 30 ms as few as the old 40 ms (0-3 per 5 s; 480-sample
+# blocks were no better). Free blocks mean callbacks every ~5 ms: cheap (a copy and a lock).
 BLOCK_SIZE = 0
-LATENCY = 0.02
+INPUT_LATENCY = 0.02
+OUTPUT_LATENCY = 0.03
 
 
 class _PortAudio:
@@ -439,7 +443,7 @@ class MicrophoneSource(FrameSource):
         self._closing = False
         self._stream = _start_stream("microphone", device, lambda: sd.InputStream(
             device=device, samplerate=self.format.rate, channels=self.format.channels, dtype="int16",
-            blocksize=BLOCK_SIZE, latency=LATENCY, callback=self._callback, finished_callback=self._finished,
+            blocksize=BLOCK_SIZE, latency=INPUT_LATENCY, callback=self._callback, finished_callback=self._finished,
         ))
 
     @property
@@ -556,7 +560,7 @@ class SpeakerSink(FrameSink):
         self._closing = False
         self._stream = _start_stream("speaker", device, lambda: sd.OutputStream(
             device=device, samplerate=self.format.rate, channels=self.format.channels, dtype="int16",
-            blocksize=BLOCK_SIZE, latency=LATENCY, callback=self._callback, finished_callback=self._finished,
+            blocksize=BLOCK_SIZE, latency=OUTPUT_LATENCY, callback=self._callback, finished_callback=self._finished,
         ))
 
     @property

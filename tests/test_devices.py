@@ -407,3 +407,38 @@ def test_capture_ring_never_sheds_a_loud_frame() -> None:
         if _ >= 5:
             assert ring.pop() is not None
     assert ring.depth == 5  # speech keeps its delay rather than lose a word
+
+
+async def test_finish_capture_returns_once_the_frames_before_the_release_are_read(pulse) -> None:
+    """What the engine does at push-to-talk release: keep the track reading, await
+    finish_capture(release), then commit."""
+    notices = _Notices()
+    devices = await _open(notices)
+    read: list[np.ndarray] = []
+    reading = True
+
+    async def track() -> None:  # the outgoing track's 20 ms rhythm
+        while reading:
+            if (frame := devices.read_frame()) is not None:
+                read.append(frame)
+            await asyncio.sleep(0.02)
+
+    task = asyncio.get_running_loop().create_task(track())
+    player = pulse.play_into_mic(tone(1000, 1.5))
+    try:
+        devices.discard()  # press
+        await asyncio.sleep(1.0)  # mid-tone
+        released = time.monotonic()
+        count_at_release = len(read)
+        assert await devices.finish_capture(released)
+        waited = time.monotonic() - released
+        after_release = read[count_at_release:]
+        await asyncio.sleep(0.2)
+        assert len(read) == count_at_release + len(after_release)  # nothing more once done
+    finally:
+        reading = False
+        await task
+        await asyncio.to_thread(player.wait, 10)
+        await devices.close()
+    assert after_release and np.abs(np.concatenate(after_release)).max() > 3000, "the tone before the release was lost"
+    assert waited < 0.2, waited
