@@ -4,7 +4,9 @@ message, and the call goes on or ends cleanly: no hang, no traceback.
 PulseAudio moves a stream whose device vanished to another device if there is one;
 PortAudio then keeps calling back and only the sound tells: a microphone moved to a
 dead source delivers exact digital silence. With nowhere to move to, the stream dies
-and PortAudio stops calling back.
+and PortAudio stops calling back. Either way the device is reopened and used again
+once it is back (suspended, or its module reloaded), and the user is told in order:
+the problem, then that it works again.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 import uuid
 
 import numpy as np
 import pytest
 
-from core.audio import DeviceAudio
+from base.pcm import FRAME_SAMPLES, RATE
+from core.audio import DeviceAudio, StreamHealth, _CaptureRing, list_devices, refresh_devices
 from core.call_state import Phase
 from core.engine import CallEngine
 from core.events import Problem
+from core.sound_devices import Device, Recovery, SilenceWatch, SoundDevices
 from rig.engine_helpers import Recorder, custom_settings, fast_options
-from rig.pulse_rig import PulseRig
+from rig.pulse_rig import PulseRig, dominant_frequency, suspend, tone, unplug
 from rig.server_process import TEST_SERVER_KEY, start_server
 
 pytestmark = pytest.mark.timeout(90)
@@ -103,10 +108,6 @@ async def test_speaker_unplugged_mid_call(tmp_path, private_home, monkeypatch, c
 
 
 # --- the pure policies: reopen with backoff, tell late, say it recovered -------------------------
-
-from core.audio import StreamHealth, _CaptureRing  # noqa: E402
-from core.sound_devices import Device, Recovery, SilenceWatch  # noqa: E402
-from base.pcm import FRAME_SAMPLES, RATE  # noqa: E402
 
 
 def _run_recovery(timeline: list[tuple[float, StreamHealth]]) -> list[tuple[float, str]]:
@@ -200,12 +201,6 @@ def test_capture_ring_hands_out_what_was_heard_before_the_release_then_nothing()
 
 # --- real streams on the rig: suspended, unplugged and plugged back, missing at start ------------
 
-import time  # noqa: E402
-import threading  # noqa: E402
-
-from core.audio import list_devices, refresh_devices  # noqa: E402
-from core.sound_devices import SoundDevices  # noqa: E402
-from rig.pulse_rig import dominant_frequency, suspend, tone, unplug  # noqa: E402
 
 HEARD_WITHIN_S = 12.0
 

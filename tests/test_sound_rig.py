@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 
 import numpy as np
 import pytest
 
-from rig.pulse_rig import RATE, dominant_frequency, tone
+from base.pcm import FRAME_SAMPLES
+from core.audio import MicrophoneSource, SpeakerSink, StreamFormat
+from core.playout import Playout
+from rig.pulse_rig import RATE, add_native_devices, dominant_frequency, tone
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,41 +57,16 @@ def test_output_stream_tone_reaches_speaker_monitor(pulse):
 
 # --- the app's own streams: the conversion path, the clock at the ear, the release cut ----------
 
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import threading  # noqa: E402
 
-from base.pcm import FRAME_SAMPLES  # noqa: E402
-from core.audio import MicrophoneSource, SpeakerSink, StreamFormat  # noqa: E402
-from core.playout import Playout  # noqa: E402
-from rig.pulse_rig import add_native_devices  # noqa: E402
+class _TimedSilence:
+    """A pull that plays silence, remembering when it is called and the play_time it is given."""
 
-
-class _Sine:
-    """A pull that plays a continuous sine (or silence), remembering the times it is given."""
-
-    def __init__(self, freq: float) -> None:
-        self.freq = freq
-        self._phase = 0
-        self.calls: list[tuple[float, float | None]] = []  # (when called, play_time)
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, float | None]] = []
 
     def __call__(self, n: int, play_time: float | None = None) -> np.ndarray:
         self.calls.append((time.monotonic(), play_time))
-        t = (self._phase + np.arange(n)) / RATE
-        self._phase += n
-        return (np.sin(2 * np.pi * self.freq * t) * 0.5 * 32767).astype(np.int16) if self.freq else np.zeros(n, np.int16)
-
-
-def _read_frames(source, seconds: float) -> np.ndarray:
-    """Read 20 ms frames the way the outgoing track does, for `seconds`."""
-    frames = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if (frame := source.read_frame()) is not None:
-            frames.append(frame)
-        else:
-            time.sleep(0.005)
-    return np.concatenate(frames) if frames else np.zeros(0, np.int16)
+        return np.zeros(n, np.int16)
 
 
 def test_a_44k1_stereo_card_carries_a_tone_both_ways(pulse, monkeypatch):
@@ -127,7 +107,7 @@ def test_a_44k1_stereo_card_carries_a_tone_both_ways(pulse, monkeypatch):
 def test_the_speaker_reports_when_a_block_reaches_the_dac(pulse):
     """play_time is PortAudio's outputBufferDacTime on the monotonic clock: later than
     the callback by about the stream's output latency."""
-    pull = _Sine(0)
+    pull = _TimedSilence()
     speaker = SpeakerSink(None, pull)
     try:
         time.sleep(1.0)
