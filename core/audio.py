@@ -1,24 +1,30 @@
 """Sound in and out: sounddevice streams, WAV files, and the outgoing WebRTC track.
 
-Everything runs at 48 kHz mono int16 in 20 ms frames (960 samples), the rate and
-frame size Opus and aiortc use, so nothing is resampled on the way. PortAudio calls
-our callbacks on its own thread; they only copy samples into small preallocated rings
-guarded by a lock, never touch the event loop beyond one thread-safe hand-off.
+The call runs at 48 kHz mono int16 in 20 ms frames (960 samples), the rate and frame
+size Opus and aiortc use. A device is opened at that rate when it accepts it; one that
+does not (a 44.1 kHz stereo-only card) is opened at its own rate and channel count and
+converted on the fly (soxr's streaming resampler, mono downmix / upmix).
+
+PortAudio calls our callbacks on its own thread; they only convert and copy samples
+into small rings guarded by a lock, never touch the event loop beyond one thread-safe
+hand-off. Each callback also maps PortAudio's stream clock onto time.monotonic(), so
+the capture ring knows when every frame was heard (the push-to-talk release cuts
+there) and the playout knows when a sample reaches the DAC (latency at the ear).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 import wave
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,7 +34,11 @@ from base.pcm import FRAME_SAMPLES, FRAME_SECONDS, RATE, SILENCE, PacedTrack, le
 log = logging.getLogger(__name__)
 
 
-Pull = Callable[[int], np.ndarray]  # n samples wanted -> int16 samples (exactly n)
+class Pull(Protocol):
+    """n samples wanted -> int16 mono 48 kHz samples (exactly n); play_time = when the
+    first of them reaches the listener's ear, on time.monotonic()'s clock (None: now)."""
+
+    def __call__(self, n: int, play_time: float | None = None, /) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -39,13 +49,69 @@ class DeviceInfo:
     is_default: bool
 
 
-def list_devices() -> list[DeviceInfo]:
-    """Sound devices as sounddevice sees them; empty (not an error) when PortAudio has none."""
+@dataclass(frozen=True)
+class StreamFormat:
+    """The rate and channel count a device stream is opened with."""
+
+    rate: int
+    channels: int
+
+
+CALL_FORMAT = StreamFormat(RATE, 1)
+
+# PortAudio's own block size (0: the capture ring frames whatever comes) and explicit
+# buffering, measured on the PulseAudio rig under load (2 cores, load ~5-8): fixed
+# 960-sample blocks cost 40 ms per direction; latency="low" (~9 ms) lost 3 of 4 capture
+# blocks of a 44.1 kHz stereo source and gave ~5 output dropouts a second; output at
+# 20 ms ~2 dropouts a second, at 30 ms as few as the old 40 ms (0-3 per 5 s; 480-sample
+# blocks were no better). Free blocks mean callbacks every ~5 ms: cheap (a copy and a lock).
+BLOCK_SIZE = 0
+INPUT_LATENCY = 0.02
+OUTPUT_LATENCY = 0.03
+
+
+class _PortAudio:
+    """PortAudio enumerates devices once, when initialised: re-initialising it is the only
+    way to see a device plugged in later, and it kills every open stream. This counts
+    the streams we hold so a refresh happens only when none is open."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.open_streams = 0
+
+    def refresh(self) -> bool:
+        """Re-enumerate the devices if no stream is open; False when it had to wait."""
+        import sounddevice as sd
+
+        with self.lock:
+            if self.open_streams:
+                return False
+            sd._terminate()
+            sd._initialize()
+            log.info("sound device list refreshed")
+            return True
+
+
+_portaudio = _PortAudio()
+
+
+def refresh_devices() -> bool:
+    """Make newly plugged devices visible; only done while no stream is open (returns whether it was)."""
+    return _portaudio.refresh()
+
+
+def list_devices(refresh: bool = False) -> list[DeviceInfo]:
+    """Sound devices as sounddevice sees them; empty (not an error) when PortAudio has none.
+
+    refresh: re-enumerate first (so devices that came or went show), when no stream is open."""
     import sounddevice as sd
 
+    if refresh:
+        refresh_devices()
     try:
-        devices = sd.query_devices()
-        default_in, default_out = sd.default.device
+        with _portaudio.lock:
+            devices = sd.query_devices()
+            default_in, default_out = sd.default.device
     except sd.PortAudioError as exc:
         log.warning("cannot list sound devices: %s", exc)
         return []
@@ -60,6 +126,16 @@ def list_devices() -> list[DeviceInfo]:
     ]
 
 
+@dataclass(frozen=True)
+class StreamHealth:
+    """What the device watch needs to know about one stream (monotonic times)."""
+
+    opened_at: float
+    last_callback: float | None  # None until PortAudio first called back
+    ended: bool  # the stream stopped for good (PortAudio finished it, or it never opened)
+    last_sound: float | None = None  # a microphone's last block that was not exact zeros
+
+
 class FrameSource(ABC):
     """What the outgoing track sends while the microphone is open."""
 
@@ -70,12 +146,16 @@ class FrameSource(ABC):
     def discard(self) -> None:
         """Forget what was captured so far (push-to-talk pressed: start fresh)."""
 
-    def failure(self) -> str | None:
-        """Why this source stopped working (a device that vanished), or None."""
-        return None
+    def end_capture(self, until: float) -> None:
+        """Push-to-talk released at `until` (monotonic): read_frame still hands out what was
+        captured before that instant, then nothing until discard()."""
 
-    def warning(self) -> str | None:
-        """Something the user should check while the source still works, or None."""
+    def capture_done(self) -> bool:
+        """After end_capture: everything captured before the release has been read."""
+        return True
+
+    def health(self) -> StreamHealth | None:
+        """The stream's vital signs, or None when there is nothing to watch (files)."""
         return None
 
     def close(self) -> None:
@@ -83,110 +163,312 @@ class FrameSource(ABC):
 
 
 class SilentSource(FrameSource):
-    """Stands in for a microphone that vanished, so the call goes on."""
+    """Stands in for a microphone being reopened, so the call goes on."""
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
 
     def read_frame(self) -> np.ndarray | None:
         return None
+
+    def health(self) -> StreamHealth:
+        return StreamHealth(self._since, None, ended=True)
 
 
 class FrameSink(ABC):
     """Where the answer's audio goes: it pulls from the playout stage on its own clock."""
 
-    def failure(self) -> str | None:
-        """Why this sink stopped working (a device that vanished), or None."""
+    def health(self) -> StreamHealth | None:
+        """The stream's vital signs, or None when there is nothing to watch (files)."""
         return None
 
     @abstractmethod
     async def close(self) -> None: ...
 
 
-# A device whose callback has not run for this long has gone away (PortAudio often
-# just stops calling when PulseAudio removes it).
-DEVICE_SILENCE_S = 1.5
-
-
-def _stalled(last_callback: float, what: str) -> str | None:
-    if time.monotonic() - last_callback > DEVICE_SILENCE_S:
-        return f"The {what} stopped working (was it unplugged?). Pick another in the device list; the call goes on."
-    return None
-
-
 def _start_stream(what: str, device: str | int | None, make: Callable[[], Any]) -> Any:
-    """Open and start a sounddevice stream; a device that can't be had is a DeviceError."""
+    """Open and start a sounddevice stream; a device that can't be had is a DeviceError.
+
+    A named device PortAudio does not know may have been plugged in since it enumerated:
+    with no stream of ours open, re-enumerate and try once more."""
     import sounddevice as sd
 
-    try:
-        stream = make()
-        stream.start()
-    except (sd.PortAudioError, ValueError) as exc:
-        raise DeviceError(
-            f"The {what} {device or '(default)'} could not be opened ({exc}). "
-            "Check that one is connected, or pick another in the device list."
-        ) from exc
-    return stream
+    for attempt in range(2):
+        with _portaudio.lock:
+            try:
+                stream = make()
+                stream.start()
+            except (sd.PortAudioError, ValueError) as exc:
+                if attempt == 0 and device is not None and _portaudio.refresh():
+                    continue
+                raise DeviceError(
+                    f"The {what} {device or '(default)'} could not be opened ({exc}). "
+                    "Check that one is connected, or pick another in the device list."
+                ) from exc
+            _portaudio.open_streams += 1
+            return stream
+    raise AssertionError("unreachable")
 
 
-class _FrameRing:
-    """A few frames of capture, newest kept: the device clock and the send clock differ
-    slightly, and a backlog would only add delay."""
+def _stop_stream(stream: Any) -> None:
+    with _portaudio.lock:
+        stream.stop(ignore_errors=True)
+        stream.close(ignore_errors=True)
+        _portaudio.open_streams -= 1
 
-    def __init__(self, frames: int = 6) -> None:
-        self._buf = np.zeros((frames, FRAME_SAMPLES), dtype=np.int16)
+
+def choose_format(kind: str, device: str | int | None, forced: StreamFormat | None = None) -> StreamFormat:
+    """48 kHz mono if the device takes it, else its native rate and (at most 2) channels.
+
+    kind is "input" or "output"; forced skips the question (a device that claims
+    48 kHz mono wrongly, and tests of the conversion path)."""
+    import sounddevice as sd
+
+    if forced is not None:
+        return forced
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    with _portaudio.lock:
+        try:
+            check(device=device, samplerate=RATE, channels=1, dtype="int16")
+            return CALL_FORMAT
+        except (sd.PortAudioError, ValueError) as exc:
+            if isinstance(exc, sd.PortAudioError) and exc.args[1:2] not in ((_PA_BAD_RATE,), (_PA_BAD_CHANNELS,)):
+                return CALL_FORMAT  # not a format refusal (the device is gone): opening it will say so
+            try:
+                info = sd.query_devices(device, kind)
+            except (sd.PortAudioError, ValueError):
+                return CALL_FORMAT  # unknown device: let opening it say what is wrong
+            native = StreamFormat(int(info["default_samplerate"]), max(1, min(2, int(info[f"max_{kind}_channels"]))))
+            log.info("%s %s refuses 48 kHz mono (%s): opening it at %s", kind, device, exc, native)
+            return native
+
+
+_PA_BAD_CHANNELS = -9998  # PortAudio's paInvalidChannelCount
+_PA_BAD_RATE = -9997  # paInvalidSampleRate
+
+
+class _ClockMap:
+    """PortAudio stamps callbacks on its stream clock; this maps them to time.monotonic()
+    (the offset is re-measured at every callback, so drift between the clocks is moot)."""
+
+    @staticmethod
+    def to_monotonic(stamp: float, current: float) -> float:
+        now = time.monotonic()
+        if not current or not stamp:  # the host API gives no times: "now" is the best guess
+            return now
+        return now + (stamp - current)
+
+
+class _Downmix:
+    """Device input (n, channels) int16 at its rate -> int16 mono 48 kHz."""
+
+    def __init__(self, fmt: StreamFormat) -> None:
+        import soxr
+
+        self._fmt = fmt
+        self._resampler = (soxr.ResampleStream(fmt.rate, RATE, 1, dtype="int16", quality="MQ")
+                           if fmt.rate != RATE else None)
+
+    def convert(self, block: np.ndarray) -> np.ndarray:
+        mono = block[:, 0] if self._fmt.channels == 1 else block.mean(axis=1).astype(np.int16)
+        if self._resampler is None:
+            return mono
+        return self._resampler.resample_chunk(np.ascontiguousarray(mono))
+
+
+class _Upmix:
+    """Fills device output blocks (n, channels) at the device's rate from a 48 kHz mono pull."""
+
+    def __init__(self, fmt: StreamFormat, pull: Pull) -> None:
+        import soxr
+
+        self._fmt = fmt
+        self._pull = pull
+        self._resampler = (soxr.ResampleStream(RATE, fmt.rate, 1, dtype="int16", quality="MQ")
+                           if fmt.rate != RATE else None)
+        self._pending = np.zeros(0, dtype=np.int16)  # resampled, not yet played
+
+    def fill(self, out: np.ndarray, play_time: float | None) -> None:
+        n = len(out)
+        if self._resampler is None:
+            mono = self._pull(n, play_time)
+        else:
+            mono = self._resampled(n, play_time)
+        out[:] = mono[:, None]
+
+    def _resampled(self, n: int, play_time: float | None) -> np.ndarray:
+        assert self._resampler is not None
+        parts = [self._pending]
+        have = len(self._pending)
+        for _ in range(8):  # the resampler holds back its filter delay at first
+            if have >= n:
+                break
+            want = max(FRAME_SAMPLES // 4, int(np.ceil((n - have) * RATE / self._fmt.rate)))
+            at = None if play_time is None else play_time + have / self._fmt.rate
+            chunk = self._resampler.resample_chunk(np.ascontiguousarray(self._pull(want, at)))
+            parts.append(chunk)
+            have += len(chunk)
+        joined = np.concatenate(parts)
+        if len(joined) < n:
+            joined = np.concatenate([joined, np.zeros(n - len(joined), dtype=np.int16)])
+        self._pending = joined[n:].copy()
+        return joined[:n]
+
+
+QUIET_DBFS = -50.0  # a frame this quiet carries no speech: it may be dropped to cut delay
+
+
+class _CaptureRing:
+    """Captured audio as 20 ms frames, each stamped with when its first sample was heard.
+
+    A few frames are kept, newest kept: the device clock and the send clock differ
+    slightly, and a backlog would only add delay. After end_capture(until), frames that
+    started before `until` still come out (the part after `until` zeroed), later ones
+    are dropped, and the partial frame is flushed once the device has caught up."""
+
+    def __init__(self, frames: int = 6, calm_reads: int = 50) -> None:
+        self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=frames)
+        # backlog shedding: the fewest frames left waiting over calm_reads reads (~1 s)
+        self._calm_reads = calm_reads
+        self._reads = 0
+        self._calm_min = frames
         self._lock = threading.Lock()
-        self._head = 0  # next frame to read
-        self._count = 0
+        self._partial = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._fill = 0
+        self._partial_at = 0.0
+        self._captured_until = -np.inf  # when the newest sample pushed was heard
+        self._cutoff: float | None = None
 
-    def push(self, samples: np.ndarray) -> None:
+    @property
+    def depth(self) -> int:
+        """Whole frames waiting."""
         with self._lock:
-            slot = (self._head + self._count) % len(self._buf)
-            self._buf[slot] = samples
-            if self._count == len(self._buf):
-                self._head = (self._head + 1) % len(self._buf)
-            else:
-                self._count += 1
+            return len(self._frames)
+
+    def push(self, samples: np.ndarray, end_time: float) -> None:
+        """samples (int16 mono 48 kHz) whose last one was heard at end_time (monotonic)."""
+        n = len(samples)
+        with self._lock:
+            start = end_time - n / RATE
+            self._captured_until = end_time
+            if self._cutoff is not None:  # released: what was heard afterwards is not this turn's
+                n = min(n, max(0, int(round((self._cutoff - start) * RATE))))
+            pos = 0
+            while pos < n:
+                if self._fill == 0:
+                    self._partial_at = start + pos / RATE
+                take = min(n - pos, FRAME_SAMPLES - self._fill)
+                self._partial[self._fill:self._fill + take] = samples[pos:pos + take]
+                self._fill += take
+                pos += take
+                if self._fill == FRAME_SAMPLES:
+                    self._frames.append((self._partial_at, self._partial.copy()))
+                    self._fill = 0
+            self._flush_partial()
+
+    def _flush_partial(self) -> None:
+        if self._cutoff is not None and self._fill and self._captured_until >= self._cutoff:
+            self._partial[self._fill:] = 0
+            self._frames.append((self._partial_at, self._partial.copy()))
+            self._fill = 0
 
     def pop(self) -> np.ndarray | None:
         with self._lock:
-            if not self._count:
+            if self._cutoff is None:
+                self._shed_backlog()
+            if not self._frames:
                 return None
-            frame = self._buf[self._head].copy()
-            self._head = (self._head + 1) % len(self._buf)
-            self._count -= 1
+            started, frame = self._frames.popleft()
+            if self._cutoff is None:
+                return frame
+            if started >= self._cutoff:
+                self._frames.clear()
+                return None
+            keep = int(round((self._cutoff - started) * RATE))
+            frame[max(0, keep):] = 0
             return frame
+
+    def _shed_backlog(self) -> None:
+        """Frames that stayed waiting through a whole calm window were never needed as a
+        cushion, only delay (the ring filled before reading began, or after a stall):
+        drop all but one of them, but only quiet ones, never a word."""
+        self._calm_min = min(self._calm_min, len(self._frames))
+        self._reads += 1
+        if self._reads >= self._calm_reads:
+            for _ in range(self._calm_min - 1):
+                if level_dbfs(self._frames[0][1]) > QUIET_DBFS:
+                    break
+                self._frames.popleft()
+            self._reads, self._calm_min = 0, self._frames.maxlen or 0
+
+    def end_capture(self, until: float) -> None:
+        with self._lock:
+            self._cutoff = until
+            self._flush_partial()
+
+    def capture_done(self) -> bool:
+        with self._lock:
+            if self._cutoff is None:
+                return True
+            return self._captured_until >= self._cutoff and not any(t < self._cutoff for t, _ in self._frames)
 
     def clear(self) -> None:
         with self._lock:
-            self._count = 0
+            self._frames.clear()
+            self._fill = 0
+            self._cutoff = None
+
+
+# No callback for this long: the stream has stalled (device suspended or gone); the
+# device watch then tries reopening it. PulseAudio null sinks left idle run in ~2 s
+# blocks, so one stall alone never means "unplugged".
+STALL_S = 1.5
 
 
 class MicrophoneSource(FrameSource):
-    """A sounddevice input stream in 20 ms blocks."""
+    """A sounddevice input stream feeding the capture ring with 48 kHz mono."""
 
-    def __init__(self, device: str | int | None, on_level: Callable[[float], None] | None = None) -> None:
+    def __init__(self, device: str | int | None, on_level: Callable[[float], None] | None = None,
+                 fmt: StreamFormat | None = None) -> None:
         import sounddevice as sd
 
-        self._ring = _FrameRing()
+        self.format = choose_format("input", device, fmt)
+        self._convert = _Downmix(self.format)
+        self._ring = _CaptureRing()
         self._on_level = on_level
-        self.last_callback = self.last_sound = time.monotonic()
-        self.device_error: str | None = None
-        self._stream = _start_stream("microphone", device, lambda: sd.InputStream(
-            device=device, samplerate=RATE, channels=1, dtype="int16", blocksize=FRAME_SAMPLES,
-            callback=self._callback, finished_callback=self._finished,
-        ))
+        self.opened_at = time.monotonic()
+        self.last_sound: float | None = None
+        self.last_callback: float | None = None
+        self.ended = False
         self._closing = False
+        self._stream = _start_stream("microphone", device, lambda: sd.InputStream(
+            device=device, samplerate=self.format.rate, channels=self.format.channels, dtype="int16",
+            blocksize=BLOCK_SIZE, latency=INPUT_LATENCY, callback=self._callback, finished_callback=self._finished,
+        ))
 
-    def _callback(self, indata: np.ndarray, frames: int, _time, _status) -> None:
+    @property
+    def latency(self) -> float:
+        """PortAudio's input latency in seconds."""
+        return float(self._stream.latency)
+
+    @property
+    def ring_depth(self) -> int:
+        """Whole 20 ms frames waiting in the capture ring."""
+        return self._ring.depth
+
+    def _callback(self, indata: np.ndarray, frames: int, times: Any, _status: Any) -> None:
         self.last_callback = time.monotonic()
-        if indata.any():
+        heard_end = _ClockMap.to_monotonic(times.inputBufferAdcTime, times.currentTime) + frames / self.format.rate
+        mono = self._convert.convert(indata)
+        if mono.any():
             self.last_sound = self.last_callback
-        if frames == FRAME_SAMPLES:
-            self._ring.push(indata[:, 0])
+        self._ring.push(mono, heard_end)
         if self._on_level is not None:
-            self._on_level(level_dbfs(indata[:, 0]))
+            self._on_level(level_dbfs(mono))
 
     def _finished(self) -> None:
-        if not getattr(self, "_closing", True):
-            self.device_error = "The microphone stopped (was it unplugged?). Pick another in the device list; the call goes on."
+        if not self._closing:
+            self.ended = True
             log.warning("input stream finished unexpectedly")
 
     def read_frame(self) -> np.ndarray | None:
@@ -195,21 +477,18 @@ class MicrophoneSource(FrameSource):
     def discard(self) -> None:
         self._ring.clear()
 
-    def failure(self) -> str | None:
-        return self.device_error or _stalled(self.last_callback, "microphone")
+    def end_capture(self, until: float) -> None:
+        self._ring.end_capture(until)
 
-    def warning(self) -> str | None:
-        # A real microphone always hisses a little: exact zeros mean the sound system
-        # moved us to a dead source (the mic was unplugged) or the mic is muted.
-        if time.monotonic() - self.last_sound > DEVICE_SILENCE_S:
-            return ("The microphone sends only digital silence (unplugged or muted?). "
-                    "Check it, or pick another in the device list.")
-        return None
+    def capture_done(self) -> bool:
+        return self._ring.capture_done()
+
+    def health(self) -> StreamHealth:
+        return StreamHealth(self.opened_at, self.last_callback, self.ended, self.last_sound)
 
     def close(self) -> None:
         self._closing = True
-        self._stream.stop(ignore_errors=True)
-        self._stream.close(ignore_errors=True)
+        _stop_stream(self._stream)
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -267,28 +546,43 @@ class WavSource(FrameSource):
 
 
 class SpeakerSink(FrameSink):
-    """A sounddevice output stream whose callback pulls from the playout stage."""
+    """A sounddevice output stream whose callback pulls from the playout stage, telling
+    it when each block will reach the DAC (PortAudio's outputBufferDacTime)."""
 
-    def __init__(self, device: str | int | None, pull: Pull) -> None:
+    def __init__(self, device: str | int | None, pull: Pull, fmt: StreamFormat | None = None) -> None:
         import sounddevice as sd
 
-        self._pull = pull
-        self.last_callback = time.monotonic()
+        self.format = choose_format("output", device, fmt)
+        self._upmix = _Upmix(self.format, pull)
+        self.opened_at = time.monotonic()
+        self.last_callback: float | None = None
+        self.ended = False
+        self._closing = False
         self._stream = _start_stream("speaker", device, lambda: sd.OutputStream(
-            device=device, samplerate=RATE, channels=1, dtype="int16", blocksize=FRAME_SAMPLES,
-            latency="low", callback=self._callback,
+            device=device, samplerate=self.format.rate, channels=self.format.channels, dtype="int16",
+            blocksize=BLOCK_SIZE, latency=OUTPUT_LATENCY, callback=self._callback, finished_callback=self._finished,
         ))
 
-    def _callback(self, outdata: np.ndarray, frames: int, _time, _status) -> None:
-        self.last_callback = time.monotonic()
-        outdata[:, 0] = self._pull(frames)
+    @property
+    def latency(self) -> float:
+        """PortAudio's output latency in seconds."""
+        return float(self._stream.latency)
 
-    def failure(self) -> str | None:
-        return _stalled(self.last_callback, "speaker")
+    def _callback(self, outdata: np.ndarray, frames: int, times: Any, _status: Any) -> None:
+        self.last_callback = time.monotonic()
+        self._upmix.fill(outdata, _ClockMap.to_monotonic(times.outputBufferDacTime, times.currentTime))
+
+    def _finished(self) -> None:
+        if not self._closing:
+            self.ended = True
+            log.warning("output stream finished unexpectedly")
+
+    def health(self) -> StreamHealth:
+        return StreamHealth(self.opened_at, self.last_callback, self.ended)
 
     async def close(self) -> None:
-        self._stream.stop(ignore_errors=True)
-        self._stream.close(ignore_errors=True)
+        self._closing = True
+        await asyncio.to_thread(_stop_stream, self._stream)
 
 
 class WavSink(FrameSink):
@@ -326,6 +620,17 @@ class WavSink(FrameSink):
             write_wav(self._path, self.samples())
 
 
+class SilentSink(WavSink):
+    """Stands in for a speaker being reopened: plays nowhere, keeps the playout clock running."""
+
+    def __init__(self, pull: Pull) -> None:
+        super().__init__(None, pull)
+        self._since = time.monotonic()
+
+    def health(self) -> StreamHealth:
+        return StreamHealth(self._since, None, ended=True)
+
+
 class CaptureTrack(PacedTrack):
     """The outgoing audio track: 20 ms frames in real time, silence when `read` has none.
 
@@ -354,14 +659,21 @@ class AudioIO(ABC):
 
 @dataclass
 class DeviceAudio(AudioIO):
+    """Sound devices by name or index (None: the system default).
+
+    input_format / output_format force the stream format instead of asking the device
+    (for a device that claims 48 kHz mono wrongly, and for tests of the conversion)."""
+
     input_device: str | int | None = None
     output_device: str | int | None = None
+    input_format: StreamFormat | None = None
+    output_format: StreamFormat | None = None
 
     def open_source(self, on_level: Callable[[float], None] | None) -> FrameSource:
-        return MicrophoneSource(self.input_device, on_level)
+        return MicrophoneSource(self.input_device, on_level, self.input_format)
 
     def open_sink(self, pull: Pull) -> FrameSink:
-        return SpeakerSink(self.output_device, pull)
+        return SpeakerSink(self.output_device, pull, self.output_format)
 
 
 @dataclass

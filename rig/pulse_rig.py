@@ -14,6 +14,8 @@ import subprocess
 import threading
 import time
 import wave
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,19 +87,7 @@ class PulseRig:
 
     def play_into_mic(self, samples: np.ndarray) -> subprocess.Popen:
         """Start playing int16 mono 48 kHz samples into the virtual microphone."""
-        proc = subprocess.Popen(
-            ["pacat", "--playback", "--device=micsrc", "--latency-msec=20", "--rate=48000", "--channels=1", "--format=s16le"],
-            stdin=subprocess.PIPE, env={**os.environ, **self.env},
-        )
-        data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
-
-        def feed() -> None:  # pacat reads at playback speed: never block the caller's event loop on it
-            assert proc.stdin is not None
-            proc.stdin.write(data)
-            proc.stdin.close()
-
-        threading.Thread(target=feed, daemon=True).start()
-        return proc
+        return play_pcm(self.env, "micsrc", RATE, samples)
 
     def record_speaker(self) -> "SpeakerRecording":
         return SpeakerRecording(self.env)
@@ -112,12 +102,32 @@ class PulseRig:
         self._run("pactl", "unload-module", index)
 
 
+def play_pcm(env: dict[str, str], sink: str, rate: int, samples: np.ndarray, channels: int = 1) -> subprocess.Popen:
+    """Start playing int16 mono samples (copied to every channel) into a sink."""
+    proc = subprocess.Popen(
+        ["pacat", "--playback", f"--device={sink}", "--latency-msec=20", f"--rate={rate}", f"--channels={channels}",
+         "--format=s16le"],
+        stdin=subprocess.PIPE, env={**os.environ, **env},
+    )
+    data = np.repeat(np.asarray(samples, dtype="<i2")[:, None], channels, axis=1).tobytes()
+
+    def feed() -> None:  # pacat reads at playback speed: never block the caller's event loop on it
+        assert proc.stdin is not None
+        proc.stdin.write(data)
+        proc.stdin.close()
+
+    threading.Thread(target=feed, daemon=True).start()
+    return proc
+
+
 class SpeakerRecording:
     """Records what is played on the speaker sink (its monitor), as int16 mono 48 kHz."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], device: str = "spk.monitor", rate: int = RATE, channels: int = 1) -> None:
+        self._channels = channels
         self._proc = subprocess.Popen(
-            ["parec", "--device=spk.monitor", "--latency-msec=20", "--rate=48000", "--channels=1", "--format=s16le"],
+            ["parec", f"--device={device}", "--latency-msec=20", f"--rate={rate}", f"--channels={channels}",
+             "--format=s16le"],
             stdout=subprocess.PIPE, env={**os.environ, **env},
         )
         self._chunks: list[bytes] = []
@@ -130,7 +140,9 @@ class SpeakerRecording:
             self._chunks.append(chunk)
 
     def samples(self) -> np.ndarray:
-        return np.frombuffer(b"".join(self._chunks), dtype="<i2")
+        raw = b"".join(self._chunks)
+        raw = raw[: len(raw) // (2 * self._channels) * 2 * self._channels]
+        return np.frombuffer(raw, dtype="<i2")[:: self._channels]
 
     def stop(self) -> np.ndarray:
         self._proc.terminate()
@@ -139,14 +151,14 @@ class SpeakerRecording:
         return self.samples()
 
 
-def tone(freq: float, seconds: float, amplitude: float = 0.5) -> np.ndarray:
-    t = np.arange(int(RATE * seconds)) / RATE
+def tone(freq: float, seconds: float, amplitude: float = 0.5, rate: int = RATE) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
     return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
 
 
-def dominant_frequency(samples: np.ndarray) -> float:
+def dominant_frequency(samples: np.ndarray, rate: int = RATE) -> float:
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / RATE)[int(np.argmax(spectrum))])
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
@@ -156,3 +168,61 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
         wav.setframerate(rate)
         wav.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
     return path
+
+
+# --- devices that misbehave: suspended, unplugged and replugged, 44.1 kHz stereo ------------------
+
+def suspend(rig: PulseRig, kind: str, name: str, suspended: bool) -> None:
+    """`pactl suspend-source|suspend-sink NAME 1|0`: what a laptop's suspend does to a device."""
+    rig._run("pactl", f"suspend-{kind}", name, "1" if suspended else "0")
+
+
+def unplug(rig: PulseRig, name_fragment: str) -> Callable[[], None]:
+    """Unload the module whose arguments contain name_fragment; returns how to plug it back
+    (the same module with the same arguments, so the device comes back under its name)."""
+    for line in rig._run("pactl", "list", "short", "modules").splitlines():
+        index, module, args = (line.split("\t") + ["", ""])[:3]
+        if name_fragment in args:
+            rig._run("pactl", "unload-module", index)
+            return lambda: rig._run("pactl", "load-module", module, *args.split())
+    raise KeyError(f"no PulseAudio module with {name_fragment!r} in its arguments")
+
+
+@dataclass(frozen=True)
+class NativeDevices:
+    """A null sink `speaker` and a source `mic` (remapped from the null sink `feed`'s
+    monitor) at rate/channels: a card that is not 48 kHz mono."""
+
+    rig: PulseRig
+    speaker: str
+    feed: str
+    mic: str
+    rate: int
+    channels: int
+
+    def play_into_mic(self, samples: np.ndarray) -> subprocess.Popen:
+        """int16 mono samples at self.rate, copied to every channel, played into the mic."""
+        return play_pcm(self.rig.env, self.feed, self.rate, samples, self.channels)
+
+    def record_speaker(self) -> "SpeakerRecording":
+        """The speaker's monitor at its own rate and channels (channel 0 returned)."""
+        return SpeakerRecording(self.rig.env, device=f"{self.speaker}.monitor", rate=self.rate, channels=self.channels)
+
+    def remove(self) -> None:
+        for fragment in (f"source_name={self.mic}", f"sink_name={self.feed}", f"sink_name={self.speaker}"):
+            unplug(self.rig, fragment)
+
+
+def add_native_devices(rig: PulseRig, rate: int = 44100, channels: int = 2, prefix: str = "cd") -> NativeDevices:
+    """Load a speaker and a microphone that work at rate/channels (kept busy like the others)."""
+    speaker, feed, mic = f"{prefix}spk", f"{prefix}feed", f"{prefix}mic"
+    for sink in (speaker, feed):
+        rig._run("pactl", "load-module", "module-null-sink", f"sink_name={sink}", f"rate={rate}", f"channels={channels}")
+        rig._keepalive.append(subprocess.Popen(
+            ["pacat", "--playback", f"--device={sink}", "--latency-msec=20", f"--rate={rate}", f"--channels={channels}",
+             "/dev/zero"], env={**os.environ, **rig.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+    rig._run("pactl", "load-module", "module-remap-source", f"master={feed}.monitor", f"source_name={mic}",
+             f"rate={rate}", f"channels={channels}")
+    time.sleep(2.0)  # as in start(): let the new null sinks settle into low-latency scheduling
+    return NativeDevices(rig, speaker, feed, mic, rate, channels)

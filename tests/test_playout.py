@@ -227,3 +227,32 @@ async def test_play_track_drains_every_frame_until_the_track_ends() -> None:
     assert p.stats().written == 30 * F
     out = p.read(30 * F)
     assert np.array_equal(out[::F], np.arange(30))
+
+
+@pytest.mark.timeout(20)
+def test_first_audible_is_when_the_sample_reaches_the_dac(pulse) -> None:
+    """Through a real output stream: the first-audible time is the callback's moment plus
+    PortAudio's output latency (outputBufferDacTime), not the hand-over."""
+    import time
+
+    from core.audio import SpeakerSink
+
+    reported: list[tuple[float, float]] = []  # (first audible, when reported)
+    p = Playout(on_first_audible=lambda at: reported.append((at, time.monotonic())))
+    speaker = SpeakerSink(None, p.read)
+    aheads = []
+    try:
+        time.sleep(0.3)
+        for _ in range(7):
+            reported.clear()
+            p.expect_audio()
+            p.write(np.full(2 * F, 8000, dtype=np.int16))
+            time.sleep(0.2)
+            assert len(reported) == 1
+            at, handed_over = reported[0]
+            aheads.append(at - handed_over)
+    finally:
+        asyncio.run(speaker.close())
+    # after an underrun on a loaded machine the buffer is empty and the DAC time is "now": the median tells
+    ahead = float(np.median(aheads))
+    assert 0.4 * speaker.latency < ahead < speaker.latency + 0.03, (aheads, speaker.latency)
