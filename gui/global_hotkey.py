@@ -221,6 +221,7 @@ class GlobalHotkey(QObject):
         self._environ = os.environ if environ is None else environ
         self.grab: X11Grab | None = None  # the grab in use, if any
         self.active = False
+        self.key = ""  # the key last asked for, as written in the settings
         self._down = False
         self.message = "The global push-to-talk key is off."
         # Queued: the reading thread only posts; the slots run where this object lives.
@@ -229,6 +230,7 @@ class GlobalHotkey(QObject):
     def set_key(self, key: str) -> bool:
         """Grab `key` ("" = off) in place of the previous one. Whether it works; `message` says more."""
         self.close()
+        self.key = key
         try:
             spec = parse_key(key) if key.strip() else None
         except ValueError as exc:
