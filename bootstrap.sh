@@ -36,8 +36,9 @@ install_system_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# The browser-interop test drives the system's Chromium against the local server.
-[ "$mode" = test ] && apt_packages+=(chromium prometheus)
+# The browser-interop test drives the system's Chromium against the local server; the
+# tray and global-key tests need a window manager and XTEST keys on their Xvfb.
+[ "$mode" = test ] && apt_packages+=(chromium prometheus openbox xdotool)
 install_system_packages "${apt_packages[@]}"
 
 py=${PYTHON:-python3}

@@ -204,8 +204,9 @@ class X11Grab:
             index += 1
 
     def stop(self) -> None:
-        os.write(self._wake_write, b"x")
-        self._thread.join(timeout=2.0)
+        if self._thread.is_alive():  # else the display went away and the thread is done
+            os.write(self._wake_write, b"x")
+            self._thread.join(timeout=2.0)
         os.close(self._wake_write)
 
 

@@ -9,8 +9,10 @@ from Xlib import X, XK, display, error
 
 from core.call.protocol import CommitInput
 from core.call.turn import RELEASE_GRACE_S, Turn
+from core.config import Settings
 from gui.app import application
 from gui.global_hotkey import Backend, GlobalHotkey, choose_backend, parse_key
+from gui.settings_dialog import SettingsDialog
 from _x11 import FocusWindow, x_server, xdotool
 
 HOLD_S = 1.5
@@ -82,13 +84,21 @@ def desktop():
         yield name
 
 
-def test_one_hold_with_another_app_focused_is_one_turn(qtbot, desktop: str) -> None:
+@pytest.fixture
+def wired(qtbot, desktop: str):
+    """The global key on the private display, wired to a recording session."""
     application()
-    other = FocusWindow(desktop)
     hotkey = GlobalHotkey(environ={"DISPLAY": desktop})
     session = RecordingSession()
     hotkey.pressed.connect(session.press)
     hotkey.released.connect(session.release)
+    yield hotkey, session
+    hotkey.close()
+
+
+def test_one_hold_with_another_app_focused_is_one_turn(qtbot, desktop: str, wired) -> None:
+    hotkey, session = wired
+    other = FocusWindow(desktop)
     try:
         assert hotkey.set_key("Ctrl+Alt+Space"), hotkey.message
         assert other.focused()
@@ -107,19 +117,14 @@ def test_one_hold_with_another_app_focused_is_one_turn(qtbot, desktop: str) -> N
         space = other.display.keysym_to_keycode(XK.XK_space)
         assert space not in other.drain_keys()  # the grab took the key: the other app never saw Space
     finally:
-        hotkey.close()
         other.close()
 
 
-def test_numlock_on_still_works_and_two_holds_are_two_turns(qtbot, desktop: str) -> None:
-    application()
-    hotkey = GlobalHotkey(environ={"DISPLAY": desktop})
-    session = RecordingSession()
-    hotkey.pressed.connect(session.press)
-    hotkey.released.connect(session.release)
+def test_numlock_on_still_works_and_two_holds_are_two_turns(qtbot, desktop: str, wired) -> None:
+    hotkey, session = wired
+    assert hotkey.set_key("Ctrl+Alt+Space"), hotkey.message
+    xdotool(desktop, "key", "Num_Lock")
     try:
-        assert hotkey.set_key("Ctrl+Alt+Space"), hotkey.message
-        xdotool(desktop, "key", "Num_Lock")
         for _ in range(2):
             xdotool(desktop, "keydown", "ctrl+alt+space")
             qtbot.wait(400)
@@ -129,31 +134,24 @@ def test_numlock_on_still_works_and_two_holds_are_two_turns(qtbot, desktop: str)
         assert commits(session.calls) == 2, session.calls
     finally:
         xdotool(desktop, "key", "Num_Lock")
-        hotkey.close()
 
 
-def test_a_key_another_app_holds_is_reported_not_pretended(qtbot, desktop: str) -> None:
-    application()
+def test_a_key_another_app_holds_is_reported_not_pretended(desktop: str, wired) -> None:
+    hotkey, _session = wired
     rival = display.Display(desktop)
     keycode = rival.keysym_to_keycode(XK.XK_F9)
     rival.screen().root.grab_key(keycode, X.ControlMask, False, X.GrabModeAsync, X.GrabModeAsync)
     rival.sync()
-    hotkey = GlobalHotkey(environ={"DISPLAY": desktop})
     try:
         assert hotkey.set_key("Ctrl+F9") is False
         assert not hotkey.active and "already taken by another application" in hotkey.message
         assert hotkey.set_key("Ctrl+F10"), hotkey.message  # a free key still works
     finally:
-        hotkey.close()
         rival.close()
 
 
-def test_closing_mid_hold_ends_the_turn_and_frees_the_key(qtbot, desktop: str) -> None:
-    application()
-    hotkey = GlobalHotkey(environ={"DISPLAY": desktop})
-    session = RecordingSession()
-    hotkey.released.connect(session.release)
-    hotkey.pressed.connect(session.press)
+def test_closing_mid_hold_ends_the_turn_and_frees_the_key(qtbot, desktop: str, wired) -> None:
+    hotkey, session = wired
     assert hotkey.set_key("Ctrl+Alt+Space"), hotkey.message
     xdotool(desktop, "keydown", "ctrl+alt+space")
     qtbot.waitUntil(lambda: bool(session.calls), timeout=5000)
@@ -168,3 +166,19 @@ def test_closing_mid_hold_ends_the_turn_and_frees_the_key(qtbot, desktop: str) -
     other.sync()
     assert caught.get_error() is None
     other.close()
+
+
+def test_settings_show_the_key_its_state_and_refuse_a_non_key(qtbot) -> None:
+    application()
+    note = "On Wayland a global key needs the desktop portal's GlobalShortcuts interface"
+    dialog = SettingsDialog(Settings(), hotkey_note=note)
+    qtbot.addWidget(dialog)
+    assert dialog.global_ptt_key.text() == "Ctrl+Alt+Space" and dialog.hotkey_note.text() == note
+    submitted: list[object] = []
+    dialog.submitted.connect(submitted.append)
+    dialog.global_ptt_key.setText("Ctrl+Banana")
+    dialog.submit()
+    assert submitted == [] and "not a key name" in dialog._error.text()
+    dialog.global_ptt_key.setText("")  # off is a choice too
+    dialog.submit()
+    assert [change.settings.global_ptt_key for change in submitted] == [""]

@@ -28,37 +28,20 @@ from PySide6.QtWidgets import QSystemTrayIcon  # noqa: E402
 from core.call.events import EngineEvent, StateChanged  # noqa: E402
 from core.call.state import CallState, Phase  # noqa: E402
 from core.config import Secrets, Settings  # noqa: E402
-from gui.app import application  # noqa: E402
+from gui.app import application, install_desktop  # noqa: E402
 from gui.call_session import CallSession  # noqa: E402
 from gui.engine_bridge import EngineBridge  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.tray import HIDDEN_MESSAGE, PHASE_COLOURS, Tray, phase_icon  # noqa: E402
+from test_gui_window import RecordingEngine as WindowEngine  # noqa: E402
 
 
-class RecordingEngine:
-    """Stands in for CallEngine: records what the tray's actions ask of it."""
-
-    provider_label = "Local (offline)"
-    model = "sandra-local"
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.state = CallState(Phase.CONNECTED)
-        self.observers: list[Callable[[EngineEvent], None]] = []
-
-    def subscribe(self, observer: Callable[[EngineEvent], None]) -> Callable[[], None]:
-        self.observers.append(observer)
-        return lambda: None
+class RecordingEngine(WindowEngine):
+    """The window tests' recording engine, with what the tray's actions also ask of it."""
 
     def emit(self, event: EngineEvent) -> None:
         for observer in self.observers:
             observer(event)
-
-    def press(self) -> None:
-        self.calls.append("press")
-
-    def release(self) -> None:
-        self.calls.append("release")
 
     async def hang_up(self) -> None:
         self.calls.append("hang_up")
@@ -91,13 +74,20 @@ def test_each_phase_has_its_own_colour(qtbot) -> None:
     assert len(set(colours.values())) == len(Phase)
 
 
-async def test_menu_actions_do_what_they_say(qtbot) -> None:
+@pytest.fixture
+def connected(qtbot) -> tuple[MainWindow, RecordingEngine, Tray]:
+    """A window in a call, with its tray built (offscreen has no tray to show it in)."""
     application()
     engine = RecordingEngine()
     window = make_window(Settings(), engine)
     qtbot.addWidget(window)
     tray = Tray(window)
     engine.emit(StateChanged(CallState(Phase.CONNECTED)))
+    return window, engine, tray
+
+
+async def test_menu_actions_do_what_they_say(connected) -> None:
+    window, engine, tray = connected
     assert tray.phase is Phase.CONNECTED and tray.icon.toolTip() == "Sandra: Connected"
     assert tray.talk_action.isEnabled() and tray.hang_up_action.isEnabled()
 
@@ -131,13 +121,8 @@ async def test_menu_actions_do_what_they_say(qtbot) -> None:
     window.close()
 
 
-async def test_a_call_that_drops_ends_the_menu_turn(qtbot) -> None:
-    application()
-    engine = RecordingEngine()
-    window = make_window(Settings(), engine)
-    qtbot.addWidget(window)
-    tray = Tray(window)
-    engine.emit(StateChanged(CallState(Phase.CONNECTED)))
+async def test_a_call_that_drops_ends_the_menu_turn(connected) -> None:
+    _window, engine, tray = connected
     tray.talk_action.trigger()
     engine.emit(StateChanged(CallState(Phase.RECONNECTING, attempt=1, max_attempts=5, delay=1.0)))
     assert engine.calls == ["press", "release"]
@@ -181,6 +166,7 @@ def test_the_icon_docks_in_a_real_tray_and_close_hides_to_it(private_home) -> No
         try:
             seen = run_child(display_name, close_to_tray=True)
             assert seen["available"] is True
+            assert seen["global_key"] is True
             assert host.docked, "the tray host got no dock request"
             assert seen["tray_window"] in host.docked
             assert seen["embedded_in"] == host.window.id  # reparented into the tray: embedded
@@ -221,8 +207,10 @@ def _child(options: dict) -> dict:
         await _until(lambda: window.isVisible() and window.winId() != 0)
         # The tray host announced itself just now: give Qt's tray tracker a moment to see it.
         await _until(QSystemTrayIcon.isSystemTrayAvailable, timeout=3.0, required=False)
-        tray = Tray.install(window)
+        install_desktop(window)  # as the app does after the first paint: tray and global key
+        tray = window.tray
         seen["available"] = tray is not None
+        seen["global_key"] = window.hotkey is not None and window.hotkey.active
         x = display.Display()
         if tray is not None:
             messages: list[str] = []
@@ -254,6 +242,7 @@ def _child(options: dict) -> dict:
             tray.quit_action.trigger()
             seen["quit_closes"] = bool(requested)
         x.close()
+        window.hotkey.close()
         window.allow_close()
         window.close()
         QApplication.processEvents()
