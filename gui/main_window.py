@@ -316,13 +316,9 @@ class MainWindow(QMainWindow):
             self.banner.show_problem(f"Could not export the conversation: {exc.strerror or exc}", False)
 
     def open_conversations(self) -> None:
-        from gui.conversations import ConversationsDialog
+        from gui import conversations
 
-        dialog = ConversationsDialog(paths.transcripts_dir(), self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.opened.connect(self.show_past_conversation)
-        dialog.continued.connect(self.session.continue_conversation)
-        dialog.open()
+        self.session.spawn(conversations.show(self), "list the past conversations")
 
     def show_past_conversation(self, messages: list[dict[str, Any]]) -> None:
         """A reopened conversation's turns, in place of what the view showed."""

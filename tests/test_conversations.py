@@ -84,7 +84,7 @@ def test_load_keeps_the_newest_within_the_budget() -> None:
 
 def test_the_dialog_lists_every_conversation(qtbot, transcripts: Path) -> None:
     application()
-    dialog = ConversationsDialog(transcripts)
+    dialog = ConversationsDialog(list_conversations(transcripts))
     qtbot.addWidget(dialog)
     rows = [[dialog.table.item(r, c).text() for c in range(3)] for r in range(dialog.table.rowCount())]
     assert [row[1:] for row in rows] == [["what time is it", "2"], ["my name is Ada and I like tea", "4"]]
@@ -94,7 +94,7 @@ def test_the_dialog_lists_every_conversation(qtbot, transcripts: Path) -> None:
 
 def test_an_empty_folder_says_so(qtbot, private_home) -> None:
     application()
-    dialog = ConversationsDialog(paths.transcripts_dir())
+    dialog = ConversationsDialog(list_conversations(paths.transcripts_dir()))
     qtbot.addWidget(dialog)
     assert dialog.table.rowCount() == 0 and not dialog.open_button.isEnabled()
     assert not dialog.empty.isHidden()
@@ -102,7 +102,7 @@ def test_an_empty_folder_says_so(qtbot, private_home) -> None:
 
 def test_delete_asks_then_removes_the_file(qtbot, transcripts: Path) -> None:
     application()
-    dialog = ConversationsDialog(transcripts)
+    dialog = ConversationsDialog(list_conversations(transcripts))
     qtbot.addWidget(dialog)
     dialog.show()
     newest = dialog.selected()
@@ -161,9 +161,7 @@ async def test_open_and_continue_from_the_window(qtbot, transcripts: Path) -> No
     session.connect_call()  # a call is under way: continuing replaces it
     await asyncio.wait_for(_first_started(made), 5)
 
-    window.open_conversations()
-    dialog = window.findChild(ConversationsDialog)
-    assert dialog is not None
+    dialog = await opened_list(window)
     dialog.table.selectRow(1)  # yesterday's
     dialog.continue_button.click()
     await asyncio.wait_for(_until(lambda: len(made) == 2 and made[1].started.is_set()), 5)
@@ -184,12 +182,20 @@ async def test_open_only_shows_the_turns(qtbot, transcripts: Path) -> None:
 
     window = MainWindow(CallSession(Settings(), EngineBridge(), factory=factory))
     qtbot.addWidget(window)
-    window.open_conversations()
-    dialog = window.findChild(ConversationsDialog)
+    dialog = await opened_list(window)
     dialog.open_button.click()
     assert window.conversation.turns() == TODAY
     await asyncio.sleep(0.05)
     assert made == []
+
+
+async def opened_list(window: MainWindow) -> ConversationsDialog:
+    """File → Conversations…: the list is read off the window's thread, then shown."""
+    window.open_conversations()
+    await asyncio.wait_for(_until(lambda: window.findChild(ConversationsDialog) is not None), 5)
+    dialog = window.findChild(ConversationsDialog)
+    assert dialog.isVisible()
+    return dialog
 
 
 async def _first_started(made: list[SeededEngine]) -> None:
@@ -199,3 +205,19 @@ async def _first_started(made: list[SeededEngine]) -> None:
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def test_the_real_engine_is_seeded_with_the_newest_that_fit(transcripts: Path) -> None:
+    from core.call import protocol
+    from gui.call_session import default_engine_factory
+
+    long_past = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n}", "timestamp": float(n)}
+                 for n in range(70)]
+    engine = await default_engine_factory(Settings(), Secrets(), long_past)
+    try:
+        kept = engine.history.messages()
+        assert kept == long_past[-50:]  # the history's budget: the newest 50
+        assert engine.conversation.history is engine.history  # what is said next joins the same history
+        assert [(event.role, event.text) for event in protocol.reseed(kept)][:1] == [("user", "turn 20")]
+    finally:
+        await engine.close()
