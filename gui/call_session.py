@@ -58,12 +58,13 @@ async def default_engine_factory(settings: Settings, secrets: Secrets, seed_hist
     """The engine; `seed_history` (a past conversation) is what it re-seeds the server with."""
     loop = asyncio.get_running_loop()
     module = await loop.run_in_executor(None, importlib.import_module, "core.call.engine")
-    engine = module.CallEngine(settings, secrets=secrets)
+    created = module.CallEngine(settings, secrets=secrets)
     if seed_history:
         # Until CallEngine takes the history itself: the conversation's history is what
         # every connect re-seeds from, so replace both names for the one object.
-        engine.conversation.history = engine.history = BoundedHistory.load(seed_history)
-    return engine  # type: ignore[no-any-return]
+        created.conversation.history = created.history = BoundedHistory.load(seed_history)
+    engine: Engine = created
+    return engine
 
 
 class KeyMissing(Exception):

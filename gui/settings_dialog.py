@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QSpinBox,
+    QSystemTrayIcon,
     QVBoxLayout,
     QWidget,
 )
@@ -111,6 +112,9 @@ class SettingsDialog(QDialog):
         self.retention.setSpecialValueText("keep forever")
         self.legacy_calls = QCheckBox("Use the older /realtime?model= endpoint")
         self.close_to_tray = QCheckBox("Closing the window keeps Sandra running in the tray")
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            self.close_to_tray.setEnabled(False)
+            self.close_to_tray.setText(self.close_to_tray.text() + " (this desktop has no tray)")
         self.global_ptt_key = QLineEdit()
         self.global_ptt_key.setPlaceholderText("e.g. Ctrl+Alt+Space (empty: off)")
         # What the running key says of itself: working, or why not (Wayland, taken by another app).

@@ -32,6 +32,7 @@ from gui.app import application, install_desktop  # noqa: E402
 from gui.call_session import CallSession  # noqa: E402
 from gui.engine_bridge import EngineBridge  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
+from gui.settings_dialog import SettingsDialog  # noqa: E402
 from gui.tray import HIDDEN_MESSAGE, PHASE_COLOURS, Tray, phase_icon  # noqa: E402
 from test_gui_window import RecordingEngine as WindowEngine  # noqa: E402
 
@@ -137,6 +138,9 @@ def test_without_a_tray_nothing_is_installed_and_close_closes(qtbot) -> None:
     qtbot.addWidget(window)
     window.show()
     assert Tray.install(window) is None
+    settings = SettingsDialog(Settings())  # and the setting says why it cannot be used
+    qtbot.addWidget(settings)
+    assert not settings.close_to_tray.isEnabled() and "no tray" in settings.close_to_tray.text()
     closing: list[bool] = []
     window.close_requested.connect(lambda: closing.append(True))
     window.close()
