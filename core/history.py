@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,8 +139,22 @@ class BoundedHistory:
             raise ValueError(f"history is not valid JSON: {exc}") from None
         if not isinstance(data, list):
             raise ValueError("history JSON must be a list of messages")
+        return cls.load(data, max_messages, max_bytes, trim_to, clock=clock)
+
+    @classmethod
+    def load(
+        cls,
+        messages: Iterable[Any],
+        max_messages: int = 50,
+        max_bytes: int = 100 * 1024 * 1024,
+        trim_to: int = 30,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> BoundedHistory:
+        """A history holding `messages` ({role, content, timestamp} dicts, e.g. a transcript's),
+        within the limits as if each were added anew: a long past conversation keeps its newest."""
         history = cls(max_messages, max_bytes, trim_to, clock=clock)
-        for index, item in enumerate(data):
+        for index, item in enumerate(messages):
             role, content, stamp = _parse_message(index, item)
             history.add(role, content, stamp)
         return history

@@ -2,16 +2,19 @@
 
 One file per call, one line per user or assistant message, flushed as it is written,
 so a crash or `kill -9` loses at most the turn in progress. Old files are pruned by
-the retention setting. Export reads these files, tolerating a torn last line.
+the retention setting. Export reads these files, tolerating a torn last line; the conversation list
+(`list_conversations`) summarises them so a past conversation can be reopened.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -96,3 +99,49 @@ def prune(directory: Path, retention_days: int, now: float | None = None) -> lis
         except OSError as exc:
             log.warning("cannot prune %s: %s", path.name, exc)
     return removed
+
+
+@dataclass(frozen=True)
+class TranscriptSummary:
+    """One past conversation as the conversation list shows it."""
+
+    path: Path
+    started: float  # seconds since the epoch: the first message's time (the file's, if none)
+    first_user_line: str  # "" when the user never spoke
+    turns: int  # messages, user and assistant
+
+
+def summarize(path: Path) -> TranscriptSummary:
+    """Read one transcript file for the list. OSError if it cannot be read."""
+    messages = read_transcript(path)
+    stamps = [m["timestamp"] for m in messages if _is_time(m.get("timestamp"))]
+    started = stamps[0] if stamps else path.stat().st_mtime
+    first = next((m["content"] for m in messages if m.get("role") == "user" and m["content"].strip()), "")
+    return TranscriptSummary(path, float(started), first.strip().splitlines()[0] if first else "", len(messages))
+
+
+def list_conversations(directory: Path) -> list[TranscriptSummary]:
+    """Every readable transcript, newest first; an unreadable file is logged and left out."""
+    summaries = []
+    for path in list_transcripts(directory):
+        try:
+            summaries.append(summarize(path))
+        except OSError as exc:
+            log.warning("cannot read the transcript %s: %s", path.name, exc)
+    return sorted(summaries, key=lambda s: s.started, reverse=True)
+
+
+def seed_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages a new call can be re-seeded from (user and assistant, with a usable time)."""
+    return [{"role": m["role"], "content": m["content"], "timestamp": m["timestamp"]}
+            for m in messages if m.get("role") in ("user", "assistant") and _is_time(m.get("timestamp"))]
+
+
+def delete_transcript(path: Path) -> None:
+    """Delete one conversation's file (already gone is fine). OSError if it cannot be removed."""
+    path.unlink(missing_ok=True)
+    log.info("deleted the transcript %s", path.name)
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

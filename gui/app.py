@@ -95,8 +95,9 @@ async def _list_devices(window: MainWindow) -> None:
     window.devices.populate(devices, settings.input_device, settings.output_device)
 
 
-async def run_window(window: MainWindow, *, connect: bool = True, probe: bool = False) -> int:
-    """Show the window, finish loading after the first paint, and live until it closes."""
+async def run_window(window: MainWindow, *, connect: bool = True, probe: bool = False, desktop: bool = False) -> int:
+    """Show the window, finish loading after the first paint, and live until it closes.
+    `desktop`: also the tray icon and the global push-to-talk key (the app, not tests)."""
     loop = asyncio.get_running_loop()
     painted: asyncio.Future[None] = loop.create_future()
     closed: asyncio.Future[None] = loop.create_future()
@@ -109,6 +110,8 @@ async def run_window(window: MainWindow, *, connect: bool = True, probe: bool = 
         window.close()
     else:
         window.install_latency_plot()
+        if desktop:
+            install_desktop(window)
         window.session.spawn(_list_devices(window), "list the sound devices")
         if connect:
             window.session.connect_call()
@@ -120,6 +123,8 @@ async def run_window(window: MainWindow, *, connect: bool = True, probe: bool = 
 async def shutdown(window: MainWindow) -> None:
     """Hang up, stop the engine and its server, remember the window, then close it."""
     settings = dataclasses.replace(window.session.settings, window_geometry=window.encoded_geometry())
+    if window.hotkey is not None:
+        window.hotkey.close()
     await window.session.close()
     try:
         await asyncio.get_running_loop().run_in_executor(None, config.save_settings, settings)
@@ -169,7 +174,7 @@ async def _run_closing_on_signals(window: MainWindow, *, probe: bool) -> int:
         else:
             installed.append(signum)
     try:
-        return await run_window(window, probe=probe)
+        return await run_window(window, probe=probe, desktop=True)
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
@@ -180,6 +185,27 @@ def _close_on_signal(window: MainWindow, signum: int) -> None:
     window.close()
 
 
+def install_desktop(window: MainWindow) -> None:
+    """The tray icon (where the desktop has a tray) and the global push-to-talk key."""
+    from gui.global_hotkey import GlobalHotkey
+    from gui.tray import Tray
+
+    window.tray = Tray.install(window)
+    window.hotkey = GlobalHotkey(window)
+    window.hotkey.pressed.connect(window.press)
+    window.hotkey.released.connect(window.release)
+    grab_global_key(window)
+
+
+def grab_global_key(window: MainWindow) -> None:
+    """(Re)grab the key the settings name; a key that cannot work is said in the banner."""
+    if window.hotkey is None:
+        return
+    key = window.session.settings.global_ptt_key
+    if not window.hotkey.set_key(key) and key:
+        window.banner.show_hint(window.hotkey.message)
+
+
 async def open_settings(window: MainWindow) -> None:
     """The settings dialog, filled with what the keyring holds (read off the window's thread)."""
     from gui.settings_dialog import SettingsDialog, StoredSecrets
@@ -187,7 +213,9 @@ async def open_settings(window: MainWindow) -> None:
     loop = asyncio.get_running_loop()
     keys = await loop.run_in_executor(None, config.stored_keys)
     turn_password = await loop.run_in_executor(None, config.get_turn_password)
-    dialog = SettingsDialog(window.session.settings, StoredSecrets(keys, turn_password or ""), window)
+    note = window.hotkey.message if window.hotkey is not None else ""
+    dialog = SettingsDialog(window.session.settings, StoredSecrets(keys, turn_password or ""), window,
+                            hotkey_note=note)
     dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     dialog.submitted.connect(lambda change: window.session.spawn(_save_from(dialog, window, change),
                                                                  "save the settings"))
@@ -201,6 +229,8 @@ async def _save_from(dialog: QWidget, window: MainWindow, change: SettingsChange
     except ConfigError as exc:
         dialog.failed(str(exc))  # the dialog stays open with what was typed
         return
+    if window.hotkey is not None and window.hotkey.key != change.settings.global_ptt_key:
+        grab_global_key(window)
     dialog.accept()
 
 

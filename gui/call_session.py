@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
@@ -22,6 +22,7 @@ from base.errors import ConfigError
 from core.call.events import EngineEvent, Problem
 from core.call.state import CallState
 from core.config import Secrets, Settings, SettingsChange, persist, read_secrets
+from core.history import BoundedHistory
 from core.provider_catalog import kind as provider_kind
 from gui.engine_bridge import EngineBridge
 
@@ -50,10 +51,19 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
 
-async def default_engine_factory(settings: Settings, secrets: Secrets) -> Engine:
+SeedHistory = Sequence[dict[str, Any]]
+
+
+async def default_engine_factory(settings: Settings, secrets: Secrets, seed_history: SeedHistory = ()) -> Engine:
+    """The engine; `seed_history` (a past conversation) is what it re-seeds the server with."""
     loop = asyncio.get_running_loop()
     module = await loop.run_in_executor(None, importlib.import_module, "core.call.engine")
-    engine: Engine = module.CallEngine(settings, secrets=secrets)
+    created = module.CallEngine(settings, secrets=secrets)
+    if seed_history:
+        # Until CallEngine takes the history itself: the conversation's history is what
+        # every connect re-seeds from, so replace both names for the one object.
+        created.conversation.history = created.history = BoundedHistory.load(seed_history)
+    engine: Engine = created
     return engine
 
 
@@ -71,7 +81,7 @@ class CallSession(QObject):
         bridge: EngineBridge,
         *,
         engine: Engine | None = None,
-        factory: Callable[[Settings, Secrets], Awaitable[Engine]] = default_engine_factory,
+        factory: Callable[[Settings, Secrets, SeedHistory], Awaitable[Engine]] = default_engine_factory,
         read: Callable[[str], Secrets] = read_secrets,
         write: Callable[[SettingsChange], None] = persist,
         parent: QObject | None = None,
@@ -84,6 +94,7 @@ class CallSession(QObject):
         self._persist = write
         # A key the user chose to keep for this session only (no keyring): never written.
         self._session_keys: dict[str, str] = {}
+        self._seed: SeedHistory = ()  # a past conversation the next engine continues
         self._engine: Engine | None = None
         self._creating: asyncio.Future[Engine] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -126,7 +137,8 @@ class CallSession(QObject):
             secrets = dataclasses.replace(secrets, api_key=self._session_keys[settings.provider])
         if provider_kind(settings.provider).needs_key and not secrets.api_key:
             raise KeyMissing(settings.provider)
-        return await self._factory(settings, secrets)
+        seed, self._seed = self._seed, ()
+        return await self._factory(settings, secrets, seed)
 
     def spawn(self, coro: Awaitable[Any], what: str) -> None:
         """Run a coroutine on the loop, tracked so close() can wait for it."""
@@ -193,6 +205,15 @@ class CallSession(QObject):
         self.settings = change.settings
         old, self._engine = self._engine, None
         await self._swap(old, reconnect)
+
+    def continue_conversation(self, messages: SeedHistory) -> None:
+        """A new call re-seeded from a past conversation (the current one is hung up)."""
+        self.spawn(self._continue(list(messages)), "continue the conversation")
+
+    async def _continue(self, messages: SeedHistory) -> None:
+        self._seed = messages
+        old, self._engine = self._engine, None
+        await self._swap(old, reconnect=True)
 
     def use_key_for_session(self, provider: str, key: str) -> None:
         """No keyring: keep the key in memory for this run only, then connect."""

@@ -48,7 +48,9 @@ from gui.push_to_talk import PushToTalkButton
 from gui.status_line import StatusLine
 
 if TYPE_CHECKING:
+    from gui.global_hotkey import GlobalHotkey
     from gui.latency_plot import LatencyPlot
+    from gui.tray import Tray
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ class MainWindow(QMainWindow):
         self._talking = False
         self._pending_latencies: list[float] = []
         self.latency_plot: LatencyPlot | None = None
+        # Installed by gui/app.py when the app runs (not for screenshots).
+        self.tray: Tray | None = None
+        self.hotkey: GlobalHotkey | None = None
         self.setWindowTitle("Sandra")
         self.setMinimumSize(760, 480)
 
@@ -154,6 +159,7 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
         self.export_action = self._action("&Export conversation…", self.export_conversation, "Ctrl+E")
+        file_menu.addAction(self._action("&Conversations…", self.open_conversations, "Ctrl+O"))
         file_menu.addAction(self.export_action)
         file_menu.addAction(self._action("Open &log folder", self.open_log_folder))
         file_menu.addAction(self._action("&Settings…", self.settings_requested.emit, "Ctrl+,"))
@@ -310,6 +316,19 @@ class MainWindow(QMainWindow):
             export(messages, Path(name))
         except OSError as exc:
             self.banner.show_problem(f"Could not export the conversation: {exc.strerror or exc}", False)
+
+    def open_conversations(self) -> None:
+        from gui import conversations
+
+        self.session.spawn(conversations.show(self), "list the past conversations")
+
+    def show_past_conversation(self, messages: list[dict[str, Any]]) -> None:
+        """A reopened conversation's turns, in place of what the view showed."""
+        self.conversation.clear()
+        for number, message in enumerate(messages):
+            role = message.get("role")
+            if role in ("user", "assistant"):
+                self.conversation.apply(TranscriptDelta(role, message["content"], True, f"past-{number}"))
 
     def open_log_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(paths.log_dir())))

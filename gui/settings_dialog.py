@@ -23,12 +23,14 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QSpinBox,
+    QSystemTrayIcon,
     QVBoxLayout,
     QWidget,
 )
 
 from core.config import REMOVE, Settings, SettingsChange
 from core.provider_catalog import KINDS, kind as provider_kind
+from gui.global_hotkey import parse_key
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,8 @@ def _select(combo: QComboBox, value: str) -> None:
 class SettingsDialog(QDialog):
     submitted = Signal(object)  # a SettingsChange; the app saves it, then closes the dialog
 
-    def __init__(self, settings: Settings, stored: StoredSecrets | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Settings, stored: StoredSecrets | None = None, parent: QWidget | None = None,
+                 *, hotkey_note: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
@@ -108,6 +111,17 @@ class SettingsDialog(QDialog):
         self.retention.setSuffix(" days")
         self.retention.setSpecialValueText("keep forever")
         self.legacy_calls = QCheckBox("Use the older /realtime?model= endpoint")
+        self.close_to_tray = QCheckBox("Closing the window keeps Sandra running in the tray")
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            self.close_to_tray.setEnabled(False)
+            self.close_to_tray.setText(self.close_to_tray.text() + " (this desktop has no tray)")
+        self.global_ptt_key = QLineEdit()
+        self.global_ptt_key.setPlaceholderText("e.g. Ctrl+Alt+Space (empty: off)")
+        # What the running key says of itself: working, or why not (Wayland, taken by another app).
+        self.hotkey_note = QLabel(hotkey_note)
+        self.hotkey_note.setObjectName("hint")
+        self.hotkey_note.setWordWrap(True)
+        self.hotkey_note.setVisible(bool(hotkey_note))
 
         form = QFormLayout()
         form.addRow("Provider", self.provider)
@@ -131,6 +145,9 @@ class SettingsDialog(QDialog):
         form.addRow("TURN password", self.turn_password)
         form.addRow("Keep transcripts", self.retention)
         form.addRow("", self.legacy_calls)
+        form.addRow("Global talk key", self.global_ptt_key)
+        form.addRow("", self.hotkey_note)
+        form.addRow("", self.close_to_tray)
         self._form = form
         note = QLabel("The API key and the TURN password are kept in your system keyring, "
                       "never in the settings file.")
@@ -173,6 +190,8 @@ class SettingsDialog(QDialog):
         self.turn_username.setText(s.turn_username or "")
         self.retention.setValue(int(s.transcript_retention_days or 0))
         self.legacy_calls.setChecked(bool(s.legacy_calls_endpoint))
+        self.global_ptt_key.setText(s.global_ptt_key)
+        self.close_to_tray.setChecked(s.close_to_tray)
         self.api_key.setText(self._stored.api_keys.get(s.provider, ""))
         self.turn_password.setText(self._stored.turn_password)
         self._update_enabled()
@@ -231,6 +250,8 @@ class SettingsDialog(QDialog):
             turn_username=self.turn_username.text().strip(),
             transcript_retention_days=self.retention.value(),
             legacy_calls_endpoint=self.legacy_calls.isChecked(),
+            global_ptt_key=self.global_ptt_key.text().strip(),
+            close_to_tray=self.close_to_tray.isChecked(),
         )
 
     def change(self) -> SettingsChange:
@@ -248,6 +269,13 @@ class SettingsDialog(QDialog):
 
     def submit(self) -> None:
         """Save pressed: hand the change to the app; it closes the dialog once it is saved."""
+        key = self.global_ptt_key.text().strip()
+        try:
+            if key:
+                parse_key(key)
+        except ValueError as exc:
+            self.failed(f"Global talk key: {exc}")
+            return
         self._buttons.setEnabled(False)
         self.submitted.emit(self.change())
 

@@ -83,6 +83,8 @@ def every_field_changed() -> Settings:
         language="fr",
         echo_cancellation=False,
         noise_suppression=False,
+        close_to_tray=True,
+        global_ptt_key="Ctrl+Shift+F12",
     )
     defaults = Settings()
     for f in dataclasses.fields(Settings):

@@ -53,6 +53,8 @@ def _every_field_changed() -> Settings:
         input_device="pulse",
         output_device="spk",
         window_geometry="AdnQywADAAAAAAAA",
+        global_ptt_key="Ctrl+Shift+F12",
+        close_to_tray=True,
     )
 
 
@@ -83,6 +85,8 @@ def test_every_field_round_trips_and_keys_stay_in_the_keyring(qtbot, private_hom
     dialog.turn_password.setText(TURN_PASSWORD)
     dialog.retention.setValue(wanted.transcript_retention_days)
     dialog.legacy_calls.setChecked(True)
+    dialog.global_ptt_key.setText(wanted.global_ptt_key)
+    dialog.close_to_tray.setChecked(True)
     dialog.api_key.setText(API_KEY)
     assert dialog.api_key.echoMode() == dialog.api_key.EchoMode.Password
     submitted: list[config.SettingsChange] = []
