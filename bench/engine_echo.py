@@ -102,6 +102,8 @@ class ClockSink(WavSink):
 
 
 class ClickAudio(AudioIO):
+    opens_blocking = False  # its clock is a task on the loop
+
     def __init__(self) -> None:
         self.probe = ClickProbe()
         self.sink: ClockSink | None = None

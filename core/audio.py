@@ -650,6 +650,10 @@ class CaptureTrack(PacedTrack):
 class AudioIO(ABC):
     """Where a call's sound comes from and goes to: devices, or files for scripts and tests."""
 
+    # Opening may block (PortAudio talks to the sound server): then it runs off the loop.
+    # Files open at once, and their clocks are tasks on the loop.
+    opens_blocking = True
+
     @abstractmethod
     def open_source(self, on_level: Callable[[float], None] | None) -> FrameSource: ...
 
@@ -679,6 +683,8 @@ class DeviceAudio(AudioIO):
 @dataclass
 class FileAudio(AudioIO):
     """A WAV file as the microphone and, optionally, a WAV file as the speaker."""
+
+    opens_blocking = False
 
     input_path: Path
     output_path: Path | None = None

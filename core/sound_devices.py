@@ -219,9 +219,13 @@ class SoundDevices:
             return opened
 
     async def _open_source(self) -> FrameSource:
+        if not self.audio.opens_blocking:
+            return self.audio.open_source(self._level)
         return await asyncio.to_thread(self.audio.open_source, self._level)
 
     async def _open_sink(self) -> FrameSink:
+        if not self.audio.opens_blocking:
+            return self.audio.open_sink(self._pull)
         return await asyncio.to_thread(self.audio.open_sink, self._pull)
 
     async def switch(self, audio: AudioIO) -> None:

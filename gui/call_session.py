@@ -22,7 +22,6 @@ from base.errors import ConfigError
 from core.call.events import EngineEvent, Problem
 from core.call.state import CallState
 from core.config import Secrets, Settings, SettingsChange, persist, read_secrets
-from core.history import BoundedHistory
 from core.provider_catalog import kind as provider_kind
 from gui.engine_bridge import EngineBridge
 
@@ -58,12 +57,7 @@ async def default_engine_factory(settings: Settings, secrets: Secrets, seed_hist
     """The engine; `seed_history` (a past conversation) is what it re-seeds the server with."""
     loop = asyncio.get_running_loop()
     module = await loop.run_in_executor(None, importlib.import_module, "core.call.engine")
-    created = module.CallEngine(settings, secrets=secrets)
-    if seed_history:
-        # Until CallEngine takes the history itself: the conversation's history is what
-        # every connect re-seeds from, so replace both names for the one object.
-        created.conversation.history = created.history = BoundedHistory.load(seed_history)
-    engine: Engine = created
+    engine: Engine = module.CallEngine(settings, secrets=secrets, history=seed_history)
     return engine
 
 

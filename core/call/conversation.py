@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 
 class Conversation:
     def __init__(self, session_id: str, *, save_transcript: bool, retention_days: int,
-                 on_problem: Callable[[str], None]) -> None:
-        self.history = BoundedHistory()
+                 on_problem: Callable[[str], None], history: BoundedHistory | None = None) -> None:
+        self.history = history or BoundedHistory()
         self.transcript: TranscriptLog | None = None
         self._session_id = session_id
         self._save = save_transcript

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from core.call import protocol
 from core.call.conversation import Conversation
@@ -30,7 +30,8 @@ Send = Callable[[protocol.ClientEvent], bool]
 class Dialogue:
     def __init__(self, *, turn: Turn, conversation: Conversation, usage: Usage, tools: ToolRegistry,
                  approve: Approver, playout: Playout, send: Send, emit: Callable[[EngineEvent], None],
-                 record: Callable[[str, float], None]) -> None:
+                 record: Callable[[str, float], None], drain: Callable[[float], Awaitable[bool]],
+                 discard: Callable[[], None]) -> None:
         self.turn = turn
         self.conversation = conversation
         self.usage = usage
@@ -39,6 +40,9 @@ class Dialogue:
         self._send = send
         self._emit = emit
         self._record = record
+        self._drain = drain
+        self._discard = discard
+        self._draining: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settle: asyncio.TimerHandle | None = None
         self._speaking = False  # what observers were last told
@@ -67,8 +71,14 @@ class Dialogue:
     # --- carrying out what the table decided ----------------------------------------------
 
     def apply(self, outcome: Outcome) -> None:
-        for event in outcome.send:
-            self._send(event)
+        if outcome.fresh_input:
+            self._discard()
+        if outcome.drain_until is not None and self._loop is not None:
+            self.turn.draining = True
+            self._draining = self._loop.create_task(self._send_after_drain(outcome.send, outcome.drain_until))
+        else:
+            for event in outcome.send:
+                self._send(event)
         if outcome.cut_playout:
             self._playout.clear()
         if outcome.expect_answer:
@@ -82,6 +92,15 @@ class Dialogue:
                 self._settle.cancel()
             self._settle = self._loop.call_at(outcome.settle_at, self._settle_turn)
         self._tell_speaking(self.turn.assistant_speaking)
+
+    async def _send_after_drain(self, events: tuple[protocol.ClientEvent, ...], until: float) -> None:
+        """The last word first: what was heard before the release goes out, then the commit."""
+        try:
+            await self._drain(until)
+        finally:
+            self.turn.draining = False
+        for event in events:
+            self._send(event)
 
     def _settle_turn(self) -> None:
         self._settle = None
@@ -126,6 +145,9 @@ class Dialogue:
         if self._settle is not None:
             self._settle.cancel()
             self._settle = None
+        if self._draining is not None:
+            self._draining.cancel()
+            self._draining = None
         self.turn.reset()
         self.tools.reset()
         self._tell_speaking(False)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +28,13 @@ from core.call.connection import Connection, connect
 from core.call.conversation import Conversation
 from core.call.dialing import Dialer
 from core.call.dialogue import Dialogue
-from core.call.events import EngineEvent, InputLevel, LatencyMeasured, Observers, Problem, ServerEvent, StateChanged
+from core.call.events import (EngineEvent, InputLevel, LatencyMeasured, Observers, Problem, Recovered, ServerEvent,
+                              StateChanged)
 from core.call.state import CallLife, CallState, Phase
 from core.call.tool_runner import refuse_all
 from core.call.turn import Turn
 from core.config import Secrets, Settings
+from core.history import BoundedHistory
 from core.metrics_sender import MetricsOutlet
 from core.playout import Playout, PlayoutStats
 from core.provider_catalog import kind as provider_kind
@@ -60,7 +62,8 @@ class CallEngine:
                  secrets: Secrets | None = None, options: EngineOptions | None = None,
                  policy: ReconnectPolicy | None = None, sleep: Callable[[float], Any] = asyncio.sleep,
                  provider_wrapper: Callable[[Any], Any] | None = None, tools: ToolRegistry | None = None,
-                 approve: Approver = refuse_all, prices: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 approve: Approver = refuse_all, prices: Mapping[str, Mapping[str, float]] | None = None,
+                 history: Sequence[Mapping[str, Any]] = ()) -> None:
         self.settings = settings
         self.options = options or EngineOptions()
         self._observers = Observers(log)
@@ -68,27 +71,27 @@ class CallEngine:
         self.life.add_observer(lambda _old, new: self._emit(StateChanged(new)))
         self.session_id = uuid.uuid4().hex
         conversation = Conversation(self.session_id, save_transcript=self.options.save_transcript,
-                                    retention_days=settings.transcript_retention_days, on_problem=self._problem)
-        self.history = conversation.history
+                                    retention_days=settings.transcript_retention_days, on_problem=self._problem,
+                                    history=BoundedHistory.load(history))
+        self.history = conversation.history  # what every new session is re-seeded with
         self._metrics = MetricsOutlet(settings.metrics_url, self._problem)
         self.telemetry = LatencyTracker(self.session_id, on_batch=self._on_metrics_batch)
         self._playout = Playout(on_first_audible=lambda t: self.dialogue.first_audible(t))
+        self._devices = SoundDevices(
+            audio or DeviceAudio(settings.input_device, settings.output_device), self._playout.read,
+            on_level=lambda dbfs: self._emit(InputLevel(dbfs)), on_problem=self._problem,
+            on_recovered=lambda message: self._emit(Recovered(message)))
         self.dialogue = Dialogue(
             turn=Turn(hands_free=settings.hands_free), conversation=conversation, tools=tools or ToolRegistry(),
             usage=Usage(self.model, prices or DEFAULT_PRICES), approve=approve,
-            playout=self._playout, send=self._send, emit=self._emit, record=self._record)
-        registry = self.dialogue.tools.registry
-        registry.on_change = lambda: self._send(protocol.tools_update(registry.session_tools()))
+            playout=self._playout, send=self._send, emit=self._emit, record=self._record,
+            drain=self._devices.finish_capture, discard=self._devices.discard)
         self.reconnects = 0
         self.bad_events = protocol.BadEventLog(log)  # what the server sent that was ignored
         self._policy = policy or ReconnectPolicy()
         self._sleep = sleep
         self._dialer = Dialer(settings, secrets or Secrets(api_key=api_key),
                               stun_probe_timeout=self.options.stun_probe_timeout, provider_wrapper=provider_wrapper)
-        self._devices = SoundDevices(
-            audio or DeviceAudio(settings.input_device, settings.output_device), self._playout.read,
-            on_level=lambda dbfs: self._emit(InputLevel(dbfs)), on_problem=self._problem,
-        )
         self._conn: Connection | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._retry_after: float | None = None  # a 429's Retry-After, for the next delay

@@ -96,8 +96,15 @@ class Problem:
     fatal: bool = False
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """A problem went away by itself (a sound device works again): the banner can clear."""
+
+    message: str
+
+
 EngineEvent = Union[StateChanged, TranscriptDelta, LatencyMeasured, InputLevel, AssistantSpeaking, ServerEvent,
-                    ModeChanged, Hint, ToolActivity, UsageUpdated, Problem]
+                    ModeChanged, Hint, ToolActivity, UsageUpdated, Problem, Recovered]
 
 
 class Observers:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.call.events import ToolActivity
-from core.call.protocol import ClientEvent, FunctionCall, ServerEvent
+from core.call.protocol import ClientEvent, FunctionCall, ServerEvent, tools_update
 from core.tools.protocol import ToolCallFlow
 from core.tools.registry import Approver, ToolRegistry
 
@@ -37,6 +37,8 @@ class ToolRunner:
         self._approve = approve
         self._flow = ToolCallFlow()
         self._tasks: set[asyncio.Task[None]] = set()
+        # An MCP server came or went: the session learns the tools on offer now.
+        registry.on_change = lambda: send(tools_update(registry.session_tools()))
 
     def on_server_event(self, event: ServerEvent) -> None:
         step = self._flow.on_event(event)

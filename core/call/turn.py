@@ -112,6 +112,9 @@ class Outcome:
     settle_at: float | None = None  # call settle() at this time
     latency_ms: float | None = None  # response_latency, measured now
     expect_answer: bool = False  # an answer is now awaited: arm the playout's first-audible mark
+    # Send `send` only once everything the microphone heard before this time went out (the last word).
+    drain_until: float | None = None
+    fresh_input: bool = False  # a new turn: drop whatever the microphone heard before it
     hint: str | None = None  # something the user should read (not a problem)
 
 
@@ -133,10 +136,12 @@ class Turn:
 
     # --- derived ----------------------------------------------------------------------
 
+    draining: bool = False  # the turn ended; what was said before the release still goes out
+
     @property
     def mic_open(self) -> bool:
         """Whether microphone audio goes out (silence otherwise)."""
-        return self.hands_free or self.phase in (Phase.HOLDING, Phase.RELEASING)
+        return self.hands_free or self.draining or self.phase in (Phase.HOLDING, Phase.RELEASING)
 
     @property
     def assistant_speaking(self) -> bool:
@@ -185,8 +190,9 @@ class Turn:
             return NOTHING
         self.pressed_at, self.released_at = now, None
         barge = self._barge_in(now) if old in (Phase.WAITING, Phase.ANSWERING) else NOTHING
-        # A fresh input buffer for the new turn.
-        return Outcome(send=barge.send + (ClearInput(),), cut_playout=barge.cut_playout, mute_until=barge.mute_until)
+        # A fresh input buffer for the new turn, here and on the server.
+        return Outcome(send=barge.send + (ClearInput(),), cut_playout=barge.cut_playout, mute_until=barge.mute_until,
+                       fresh_input=True)
 
     def release(self, now: float) -> Outcome:
         """Push-to-talk up: only a candidate end of the turn until settle()."""
@@ -206,7 +212,7 @@ class Turn:
             self.phase = Phase.IDLE
             return Outcome(hint=SHORT_HOLD_HINT)
         self.answer_wanted_at = released_at
-        return Outcome(send=(CommitInput(), CreateResponse()), expect_answer=True)
+        return Outcome(send=(CommitInput(), CreateResponse()), expect_answer=True, drain_until=released_at)
 
     def text_turn(self, now: float) -> Outcome:
         """A typed turn was sent: an answer is asked for; one still playing is cut."""
@@ -235,6 +241,7 @@ class Turn:
         self._move(I.RESET)
         self.pressed_at = self.released_at = self.answer_wanted_at = None
         self.muted_until = 0.0
+        self.draining = False
 
     # --- what the server and the speaker say ---------------------------------------------
 
