@@ -10,6 +10,7 @@ when one ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,8 @@ from core.call.turn import Outcome, Turn
 from core.playout import Playout
 from core.tools.registry import Approver, ToolRegistry
 from core.usage import Usage
+
+log = logging.getLogger(__name__)
 
 Send = Callable[[protocol.ClientEvent], bool]
 
@@ -96,7 +99,10 @@ class Dialogue:
     async def _send_after_drain(self, events: tuple[protocol.ClientEvent, ...], until: float) -> None:
         """The last word first: what was heard before the release goes out, then the commit."""
         try:
-            await self._drain(until)
+            if not await self._drain(until):
+                log.info("the microphone did not deliver up to the release in time; committing what came")
+        except Exception:  # the turn must still be committed: a late word is better than no answer
+            log.exception("draining the microphone failed")
         finally:
             self.turn.draining = False
         for event in events:

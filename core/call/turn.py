@@ -203,8 +203,11 @@ class Turn:
 
     def settle(self, now: float) -> Outcome:
         """The grace after a release is over: the turn ends (or was too short to count)."""
-        if self.phase is not Phase.RELEASING or self.released_at is None or now < self.released_at + RELEASE_GRACE_S:
+        if self.phase is not Phase.RELEASING or self.released_at is None:
             return NOTHING
+        if now < self.released_at + RELEASE_GRACE_S:
+            # Too early (Qt's timers, which run asyncio's under qasync, may fire a little early).
+            return Outcome(settle_at=self.released_at + RELEASE_GRACE_S)
         released_at = self.released_at
         pressed_at = self.pressed_at if self.pressed_at is not None else released_at
         self._move(I.SETTLE)
