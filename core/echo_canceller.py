@@ -18,6 +18,7 @@ input callback's), since the WebRTC processor is not thread-safe.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -25,7 +26,7 @@ from typing import Optional
 import numpy as np
 from pywebrtc_audio import AudioProcessor, VoiceDetector
 
-from base.pcm import FRAME_SAMPLES, RATE
+from base.pcm import FRAME_SAMPLES, RATE, level_dbfs
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,9 @@ class EchoCanceller:
         self._far_frame = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._processor: Optional[AudioProcessor] = None
         self._voice: Optional[VoiceDetector] = None
-        self.speech_probability = 0.0  # of the last processed frame
+        # of the last processed frame, for barge-in by voice (core/voice_barge_in.py)
+        self.speech_probability = 0.0
+        self.mic_dbfs = self.cleaned_dbfs = -math.inf
         if settings.enabled:
             self._processor = AudioProcessor(
                 sample_rate=RATE, num_channels=1, echo_cancellation=settings.echo_cancellation,
@@ -159,7 +162,9 @@ class EchoCanceller:
                 self._far.push(samples, dac_time)
 
     def process(self, near: np.ndarray, adc_time: float) -> np.ndarray:
-        """The cleaned 20 ms frame for a microphone frame captured at adc_time (one thread only)."""
+        """The cleaned 20 ms frame for a microphone frame captured at adc_time (one thread only).
+
+        Off, near itself comes back (copy it if its buffer is reused, as PortAudio's is)."""
         if self._processor is None:
             return near
         far = None
@@ -171,6 +176,7 @@ class EchoCanceller:
             self.speech_probability = float(self._processor.speech_probability)
         else:
             self.speech_probability = float(self._voice.process(cleaned))
+        self.mic_dbfs, self.cleaned_dbfs = level_dbfs(near), level_dbfs(cleaned)
         return cleaned
 
     def pairing(self) -> PairingStats:

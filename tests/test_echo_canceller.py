@@ -150,20 +150,22 @@ def make_scene(speech: dict[str, np.ndarray], *, with_user: bool, seed: int = 1,
     return Scene(far=far, echo=room_echo(far, seed), noise=noise, user=user)
 
 
-def run_canceller(canceller: EchoCanceller, scene: Scene, ahead: int = 3) -> tuple[np.ndarray, list[float]]:
+def run_canceller(canceller: EchoCanceller, scene: Scene,
+                  ahead: int = 3) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
     """Feed the scene as the app does: far blocks pushed `ahead` frames before the near frame
-    captured at the same time is processed. Returns (cleaned, speech probability per frame)."""
+    captured at the same time is processed. Returns (cleaned, per frame: speech probability,
+    microphone and cleaned levels in dBFS)."""
     far = scene.far.reshape(-1, FRAME_SAMPLES)
     near = scene.near.reshape(-1, FRAME_SAMPLES)
-    cleaned, probability = [], []
+    cleaned, voice = [], []
     for k in range(min(ahead, len(far))):
         canceller.push_far(far[k], k * F)
     for k in range(len(near)):
         if k + ahead < len(far):
             canceller.push_far(far[k + ahead], (k + ahead) * F)
         cleaned.append(canceller.process(near[k], k * F))
-        probability.append(canceller.speech_probability)
-    return np.concatenate(cleaned), probability
+        voice.append((canceller.speech_probability, canceller.mic_dbfs, canceller.cleaned_dbfs))
+    return np.concatenate(cleaned), voice
 
 
 def _rms(x: np.ndarray) -> float:

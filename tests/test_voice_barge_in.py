@@ -82,13 +82,12 @@ ONSET_DBFS = -40.0  # the user's speech starts at the first frame of their voice
 
 
 def _record(scene: Scene) -> dict:
-    cleaned, probability = run_canceller(EchoCanceller(), scene)
-    mic = [level_dbfs(f) for f in scene.near.reshape(-1, FRAME_SAMPLES)]
-    out = [level_dbfs(f) for f in cleaned.reshape(-1, FRAME_SAMPLES)]
+    _, voice = run_canceller(EchoCanceller(), scene)
     user = [level_dbfs(np.round(f)) for f in scene.user.reshape(-1, FRAME_SAMPLES)]
     onset = next((k for k, level in enumerate(user) if level > ONSET_DBFS), None)
-    floor = lambda xs: [max(x, -120.0) for x in xs]  # noqa: E731 - JSON has no -inf
-    return {"probability": probability, "mic_dbfs": floor(mic), "cleaned_dbfs": floor(out), "onset": onset}
+    probability, mic, cleaned = zip(*voice)
+    finite = lambda xs: [max(x, -120.0) for x in xs]  # noqa: E731 - JSON has no -inf
+    return {"probability": probability, "mic_dbfs": finite(mic), "cleaned_dbfs": finite(cleaned), "onset": onset}
 
 
 @pytest.fixture(scope="module")
