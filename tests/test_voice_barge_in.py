@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_echo_canceller import Scene, make_scene, run_canceller
+from test_echo_canceller import Scene, make_scene, run_canceller, speech  # noqa: F401 - a fixture
 
 from base.pcm import FRAME_SAMPLES, FRAME_SECONDS, level_dbfs
 from core.echo_canceller import EchoCanceller
@@ -150,3 +150,25 @@ def test_probability_alone_would_fire_on_echo(recorded) -> None:
             run_length = run_length + 1 if value else 0
             longest = max(longest, run_length)
     assert longest * 20 >= 200
+
+
+@pytest.mark.timeout(90)
+def test_voice_stops_the_assistant_on_the_rig(pulse, speech) -> None:
+    """A question said into the real microphone over the answer's echo fires within 300 ms of its start."""
+    from test_echo_canceller import LEAD_IN, play_on_rig
+
+    far = np.concatenate([np.zeros(LEAD_IN, dtype=np.int16), speech["answer"]])
+    question = (speech["question"] * 10 ** (-6 / 20)).astype(np.int16)  # as loud as the echo
+    run = play_on_rig(pulse, far, question=question, question_at_s=4.0)
+    # where the question landed in the microphone: its cross-correlation peak (the echo is another voice)
+    n = len(run.mic) + len(question)
+    corr = np.fft.irfft(np.fft.rfft(run.mic.astype(np.float64), n) * np.conj(np.fft.rfft(question.astype(np.float64), n)), n)
+    start = int(np.argmax(corr[: len(run.mic)]))
+    voiced = [k for k, f in enumerate(question[: len(question) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES))
+              if level_dbfs(f) > ONSET_DBFS]
+    onset = (start + voiced[0] * FRAME_SAMPLES) // FRAME_SAMPLES
+    decider = VoiceBargeIn()
+    fired = [k for k, frame in enumerate(run.voice) if decider.update(k * FRAME_SECONDS, *frame, True)]
+    print(f"rig voice barge-in: question at frame {onset}, fired at {fired}")
+    assert fired, "the user's voice never fired"
+    assert 0 <= (fired[0] - onset) * 20 <= 300
