@@ -22,10 +22,12 @@ from base.pcm import FRAME_SECONDS
 
 log = logging.getLogger(__name__)
 
+DIGITAL_SILENCE_DBFS = -100.0
+
 
 @dataclass(frozen=True)
 class BargeInSettings:
-    min_probability: float = 0.3
+    min_probability: float = 0.5
     # the cleaned frame within this many dB of the raw microphone: the canceller found no echo to take
     max_cancelled_db: float = 10.0
     above_floor_db: float = 10.0  # the cleaned frame this much above the microphone's noise floor
@@ -56,16 +58,17 @@ class VoiceBargeIn:
         self._last = now
         mic = mic_dbfs if math.isfinite(mic_dbfs) else -120.0
         cleaned = cleaned_dbfs if math.isfinite(cleaned_dbfs) else -120.0
-        if self._floor_db is None or mic < self._floor_db:
-            self._floor_db = mic
-        else:
-            self._floor_db += s.floor_rise_db_per_s * dt
+        if mic > DIGITAL_SILENCE_DBFS:  # a stream's first blocks are often zeros: no floor there
+            if self._floor_db is None or mic < self._floor_db:
+                self._floor_db = mic
+            else:
+                self._floor_db += s.floor_rise_db_per_s * dt
         if not assistant_audible:
             self._evidence = 0.0
             self._fired = False  # re-armed for the next answer
             return False
-        voice = (probability >= s.min_probability and cleaned >= mic - s.max_cancelled_db
-                 and cleaned >= self._floor_db + s.above_floor_db)
+        voice = (self._floor_db is not None and probability >= s.min_probability
+                 and cleaned >= mic - s.max_cancelled_db and cleaned >= self._floor_db + s.above_floor_db)
         # evidence counts frames (every update is one), so a late call cannot jump it
         if voice:
             self._evidence += FRAME_SECONDS

@@ -240,9 +240,20 @@ class RigRun:
     voice: list[tuple[float, float, float]]  # per frame: speech probability, mic and cleaned dBFS
     costs_s: list[float]
     pairing: object
+    glitches: int = 0  # PortAudio's underflow/overflow flags: the rig itself stumbled (machine overloaded)
 
 
 def play_on_rig(pulse, far: np.ndarray, *, question: np.ndarray | None = None, question_at_s: float = 0.0) -> RigRun:
+    """play_once, again if PortAudio flagged an underflow or overflow: an overloaded machine
+    breaks the echo path itself (AEC3 then relearns it for a second or two)."""
+    run = play_once(pulse, far, question=question, question_at_s=question_at_s)
+    if run.glitches:
+        print(f"rig stumbled ({run.glitches} PortAudio status flags): once more")
+        run = play_once(pulse, far, question=question, question_at_s=question_at_s)
+    return run
+
+
+def play_once(pulse, far: np.ndarray, *, question: np.ndarray | None = None, question_at_s: float = 0.0) -> RigRun:
     """Play far to the speaker through an echo path (60 ms, -6 dB, -50 dBFS noise) while the
     microphone is cleaned as the app cleans it, from the two PortAudio callbacks; the user
     says `question` into the microphone `question_at_s` after far starts."""
@@ -256,14 +267,16 @@ def play_on_rig(pulse, far: np.ndarray, *, question: np.ndarray | None = None, q
     raw: list[np.ndarray] = []
     cleaned: list[np.ndarray] = []
 
-    def speaker(outdata, frames, times, _status) -> None:  # PortAudio's output thread
+    def speaker(outdata, frames, times, status) -> None:  # PortAudio's output thread
+        run.glitches += bool(status) and played[0] > 0
         block = far[played[0]: played[0] + frames]
         outdata[:, 0] = 0
         outdata[: len(block), 0] = block
         played[0] += frames
         canceller.push_far(outdata[:, 0], times.outputBufferDacTime)
 
-    def microphone(indata, frames, times, _status) -> None:  # PortAudio's input thread
+    def microphone(indata, frames, times, status) -> None:  # PortAudio's input thread
+        run.glitches += bool(status) and played[0] > 0
         if frames != FRAME_SAMPLES:
             return
         start = time.perf_counter()
@@ -308,7 +321,7 @@ def test_echo_cancelled_on_the_rig(pulse, speech) -> None:
     print(f"rig: ERLE {erle_db(mic, cleaned):.1f} dB after 2 s, per second {np.round(seconds, 1).tolist()}; "
           f"{np.median(run.costs_s) * 1e6:.0f} us per frame (p99 {np.percentile(run.costs_s, 99) * 1e6:.0f}); "
           f"far missing {pairing.missing} of {pairing.pulled} samples, late {pairing.late}, "
-          f"jumps push/pull {pairing.push_jumps}/{pairing.pull_jumps}")
+          f"jumps push/pull {pairing.push_jumps}/{pairing.pull_jumps}, PortAudio flags {run.glitches}")
     # the echo is there: without cancellation the microphone hears the answer well above the room
     assert level_db(mic) > -50 + 15
     # noise suppression alone does not make that figure: the cancelling is the echo canceller's
