@@ -107,6 +107,9 @@ class FarEndQueue:
         self._pushes = _Timeline(round(snap_s * RATE))
         self._pulls = _Timeline(round(snap_s * RATE))
         self._pulled = self._missing = self._late = 0
+        self._jumps_seen = 0
+        # capture time of the last frame whose reference was disturbed (a jump, or far missing)
+        self.disturbed_at = -math.inf
 
     def push(self, samples: np.ndarray, dac_time: float) -> None:
         """Store int16 samples that start sounding at dac_time (seconds, PortAudio's clock)."""
@@ -134,8 +137,13 @@ class FarEndQueue:
         index = positions % self._capacity
         held = self._tag[index] == positions
         np.copyto(out, np.where(held, self._ring[index], 0))
+        missing = FRAME_SAMPLES - int(np.count_nonzero(held))
         self._pulled += FRAME_SAMPLES
-        self._missing += FRAME_SAMPLES - int(np.count_nonzero(held))
+        self._missing += missing
+        jumps = self._pushes.jumps + self._pulls.jumps
+        if missing or jumps != self._jumps_seen:
+            self.disturbed_at = adc_time
+            self._jumps_seen = jumps
         return out
 
     def stats(self) -> PairingStats:
@@ -161,6 +169,9 @@ class EchoCanceller:
         # of the last processed frame, for barge-in by voice (core/voice_barge_in.py)
         self.speech_probability = 0.0
         self.mic_dbfs = self.cleaned_dbfs = -math.inf
+        # since the far reference was last torn (an underrun, a lost block): AEC3 relearns
+        # the echo path for a second or so after, and lets echo through meanwhile
+        self.reference_steady_s = math.inf
         if settings.enabled:
             self._processor = AudioProcessor(
                 sample_rate=RATE, num_channels=1, echo_cancellation=settings.echo_cancellation,
@@ -188,6 +199,7 @@ class EchoCanceller:
         if self.settings.echo_cancellation:
             with self._lock:
                 far = self._far.pull(adc_time, self._far_frame)
+                self.reference_steady_s = adc_time - self._far.disturbed_at
         cleaned = self._processor.process(near, far)
         if self._voice is None:
             self.speech_probability = float(self._processor.speech_probability)

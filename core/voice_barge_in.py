@@ -34,6 +34,8 @@ class BargeInSettings:
     fire_after_s: float = 0.060  # of net evidence: echo-only runs reach at most 0.02 s
     leak: float = 0.5  # evidence a non-voice frame takes away, relative to what a voice frame adds
     floor_rise_db_per_s: float = 2.5  # the floor follows a quieter room at once, a louder one slowly
+    # after the far reference was torn AEC3 lets echo through while it relearns: no voice then
+    steady_for_s: float = 1.0
 
 
 class VoiceBargeIn:
@@ -51,8 +53,10 @@ class VoiceBargeIn:
         return self._evidence
 
     def update(self, now: float, probability: float, mic_dbfs: float, cleaned_dbfs: float,
-               assistant_audible: bool) -> bool:
-        """One 20 ms frame: its speech probability, and the microphone's level before and after cleaning."""
+               assistant_audible: bool, reference_steady_s: float = math.inf) -> bool:
+        """One 20 ms frame: its speech probability, the microphone's level before and after
+        cleaning, and how long the canceller's far reference has been steady
+        (EchoCanceller.reference_steady_s)."""
         s = self.settings
         dt = 0.0 if self._last is None else max(0.0, now - self._last)
         self._last = now
@@ -67,7 +71,8 @@ class VoiceBargeIn:
             self._evidence = 0.0
             self._fired = False  # re-armed for the next answer
             return False
-        voice = (self._floor_db is not None and probability >= s.min_probability
+        voice = (self._floor_db is not None and reference_steady_s >= s.steady_for_s
+                 and probability >= s.min_probability
                  and cleaned >= mic - s.max_cancelled_db and cleaned >= self._floor_db + s.above_floor_db)
         # evidence counts frames (every update is one), so a late call cannot jump it
         if voice:

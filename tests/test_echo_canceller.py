@@ -237,7 +237,7 @@ def _pulse_device(sd, kind: str) -> int:
 class RigRun:
     mic: np.ndarray  # raw microphone from the first played block on
     cleaned: np.ndarray
-    voice: list[tuple[float, float, float]]  # per frame: speech probability, mic and cleaned dBFS
+    voice: list[tuple[float, float, float, bool, float]]  # per frame: VoiceBargeIn.update's arguments after now
     costs_s: list[float]
     pairing: object
     glitches: int = 0  # PortAudio's underflow/overflow flags: the rig itself stumbled (machine overloaded)
@@ -285,7 +285,8 @@ def play_once(pulse, far: np.ndarray, *, question: np.ndarray | None = None, que
         if played[0]:
             raw.append(indata[:, 0].copy())
             cleaned.append(out.copy())
-            run.voice.append((canceller.speech_probability, canceller.mic_dbfs, canceller.cleaned_dbfs))
+            run.voice.append((canceller.speech_probability, canceller.mic_dbfs, canceller.cleaned_dbfs, True,
+                              canceller.reference_steady_s))
 
     echo = EchoPath(pulse, latency_ms=60, gain_db=-6.0, noise_dbfs=-50.0)
     try:
@@ -334,7 +335,7 @@ def test_echo_cancelled_on_the_rig(pulse, speech) -> None:
     assert np.median(seconds) >= 25
     # and the assistant's own voice, after cancellation, never barges in
     decider = VoiceBargeIn()
-    assert not any(decider.update(k * F, *frame, True) for k, frame in enumerate(run.voice))
+    assert not any(decider.update(k * F, *frame) for k, frame in enumerate(run.voice))
 
 
 def level_db(x: np.ndarray) -> float:

@@ -40,6 +40,14 @@ RULE = {
 }
 
 
+def test_no_voice_while_the_reference_was_just_torn() -> None:
+    decider = VoiceBargeIn()
+    frames = _frames((QUIET, 5), (VOICE, 60))
+    steady = [0.11 + 0.02 * k for k in range(len(frames))]  # the far reference tore just before the first frame
+    fired = [k for k, (frame, s) in enumerate(zip(frames, steady)) if decider.update(k * FRAME_SECONDS, *frame, True, s)]
+    assert fired == [47]  # steady for 1 s from frame 45 on, then 60 ms of voice
+
+
 @pytest.mark.parametrize("frames,fires_at", list(RULE.values()), ids=list(RULE))
 def test_rule(frames, fires_at) -> None:
     decider = VoiceBargeIn()
@@ -169,7 +177,7 @@ def test_voice_stops_the_assistant_on_the_rig(pulse, speech) -> None:
               if level_dbfs(f) > ONSET_DBFS]
     onset = (start + voiced[0] * FRAME_SAMPLES) // FRAME_SAMPLES
     decider = VoiceBargeIn()
-    fired = [k for k, frame in enumerate(run.voice) if decider.update(k * FRAME_SECONDS, *frame, True)]
+    fired = [k for k, frame in enumerate(run.voice) if decider.update(k * FRAME_SECONDS, *frame)]
     print(f"rig voice barge-in: question at frame {onset}, fired at {fired}, PortAudio flags {run.glitches}")
     assert fired, "the user's voice never fired"
     assert 0 <= (fired[0] - onset) * 20 <= 300
