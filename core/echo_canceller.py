@@ -170,7 +170,7 @@ class EchoCanceller:
         self.speech_probability = 0.0
         self.mic_dbfs = self.cleaned_dbfs = -math.inf
         # since the far reference was last torn (an underrun, a lost block): AEC3 relearns
-        # the echo path for a second or so after, and lets echo through meanwhile
+        # the echo path for 1-3 s after, and lets echo through meanwhile
         self.reference_steady_s = math.inf
         if settings.enabled:
             self._processor = AudioProcessor(

@@ -34,8 +34,9 @@ class BargeInSettings:
     fire_after_s: float = 0.060  # of net evidence: echo-only runs reach at most 0.02 s
     leak: float = 0.5  # evidence a non-voice frame takes away, relative to what a voice frame adds
     floor_rise_db_per_s: float = 2.5  # the floor follows a quieter room at once, a louder one slowly
-    # after the far reference was torn AEC3 lets echo through while it relearns: no voice then
-    steady_for_s: float = 1.0
+    # after the far reference was torn AEC3 lets echo through while it relearns (1-3 s on the
+    # rig): no voice then
+    steady_for_s: float = 3.0
 
 
 class VoiceBargeIn:

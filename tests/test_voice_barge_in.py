@@ -42,10 +42,10 @@ RULE = {
 
 def test_no_voice_while_the_reference_was_just_torn() -> None:
     decider = VoiceBargeIn()
-    frames = _frames((QUIET, 5), (VOICE, 60))
+    frames = _frames((QUIET, 5), (VOICE, 150))
     steady = [0.11 + 0.02 * k for k in range(len(frames))]  # the far reference tore just before the first frame
     fired = [k for k, (frame, s) in enumerate(zip(frames, steady)) if decider.update(k * FRAME_SECONDS, *frame, True, s)]
-    assert fired == [47]  # steady for 1 s from frame 45 on, then 60 ms of voice
+    assert fired == [147]  # steady for 3 s from frame 145 on, then 60 ms of voice
 
 
 @pytest.mark.parametrize("frames,fires_at", list(RULE.values()), ids=list(RULE))
