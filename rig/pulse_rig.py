@@ -226,3 +226,53 @@ def add_native_devices(rig: PulseRig, rate: int = 44100, channels: int = 2, pref
              f"rate={rate}", f"channels={channels}")
     time.sleep(2.0)  # as in start(): let the new null sinks settle into low-latency scheduling
     return NativeDevices(rig, speaker, feed, mic, rate, channels)
+
+
+class EchoPath:
+    """An acoustic echo for the rig: the speaker's monitor looped into the microphone.
+
+    As laptop speakers and microphone are: the answer comes back `latency_ms` later at
+    about `gain_db`, optionally over room noise at `noise_dbfs`. ``remove`` undoes it."""
+
+    def __init__(self, rig: PulseRig, *, latency_ms: int = 60, gain_db: float = -6.0,
+                 noise_dbfs: float | None = -50.0) -> None:
+        self._rig = rig
+        self.module = rig._run("pactl", "load-module", "module-loopback", "source=spk.monitor", "sink=micsrc",
+                               f"latency_msec={latency_ms}", "source_dont_move=true", "sink_dont_move=true").strip()
+        self._set_loopback_volume(gain_db)
+        self._noise: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        if noise_dbfs is not None:
+            self._noise = subprocess.Popen(
+                ["pacat", "--playback", "--device=micsrc", "--latency-msec=20", "--rate=48000", "--channels=1",
+                 "--format=s16le"], stdin=subprocess.PIPE, env={**os.environ, **rig.env})
+            threading.Thread(target=self._feed_noise, args=(noise_dbfs,), daemon=True).start()
+
+    def _set_loopback_volume(self, gain_db: float) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the loopback's stream appears a moment after the module
+            for block in self._rig._run("pactl", "list", "sink-inputs").split("\n\n"):
+                lines = {line.strip().split(":", 1)[0]: line.split(":", 1)[-1].strip() for line in block.splitlines()}
+                if lines.get("Owner Module") == self.module:
+                    index = block.split("#", 1)[1].split()[0]
+                    self._rig._run("pactl", "set-sink-input-volume", index, f"{gain_db}dB")
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"module-loopback {self.module} shows no sink input")
+
+    def _feed_noise(self, dbfs: float) -> None:
+        rng = np.random.default_rng(7)
+        assert self._noise is not None and self._noise.stdin is not None
+        try:
+            while not self._stop.is_set():  # pacat reads at playback speed
+                block = rng.standard_normal(RATE // 5) * 32768 * 10 ** (dbfs / 20)
+                self._noise.stdin.write(np.clip(block, -32768, 32767).astype("<i2").tobytes())
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def remove(self) -> None:
+        self._stop.set()
+        if self._noise is not None:
+            self._noise.terminate()
+            self._noise.wait(timeout=5)
+        self._rig.unload_module(self.module)

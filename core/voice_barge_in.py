@@ -1,0 +1,87 @@
+"""Barge-in by voice: is the user speaking over the assistant? Pure; time passed in.
+
+Speech probability after echo cancellation alone cannot tell: the residual echo still
+looks like speech to it (7-33 % of echo-only frames above 0.5, in runs up to 1 s on
+the synthetic rooms of tests/test_voice_barge_in.py), so a hold-off long enough to
+ignore it is far slower than 300 ms. What the echo cannot fake is energy: the
+canceller takes 20-40 dB off the echo, but a voice the canceller does not know passes
+through it almost untouched. A frame counts as the user's voice when the speech
+probability says speech AND the cleaned frame kept most of the microphone's energy
+AND it stands above the room's noise floor. Such frames fill an accumulator (leaking
+at half speed in between, so the pauses between words do not reset it); full, it
+fires, once per stretch of the assistant being audible.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from base.pcm import FRAME_SECONDS
+
+log = logging.getLogger(__name__)
+
+DIGITAL_SILENCE_DBFS = -100.0
+
+
+@dataclass(frozen=True)
+class BargeInSettings:
+    min_probability: float = 0.5
+    # the cleaned frame within this many dB of the raw microphone: the canceller found no echo to take
+    max_cancelled_db: float = 10.0
+    above_floor_db: float = 10.0  # the cleaned frame this much above the microphone's noise floor
+    fire_after_s: float = 0.060  # of net evidence: echo-only runs reach at most 0.02 s
+    leak: float = 0.5  # evidence a non-voice frame takes away, relative to what a voice frame adds
+    floor_rise_db_per_s: float = 2.5  # the floor follows a quieter room at once, a louder one slowly
+    # after the far reference was torn AEC3 lets echo through while it relearns (1-3 s on the
+    # rig): no voice then
+    steady_for_s: float = 3.0
+
+
+class VoiceBargeIn:
+    """Feed every processed microphone frame to ``update``; True once when the user barges in."""
+
+    def __init__(self, settings: BargeInSettings = BargeInSettings()) -> None:
+        self.settings = settings
+        self._floor_db: float | None = None
+        self._evidence = 0.0
+        self._last: float | None = None
+        self._fired = False
+
+    @property
+    def evidence_s(self) -> float:
+        return self._evidence
+
+    def update(self, now: float, probability: float, mic_dbfs: float, cleaned_dbfs: float,
+               assistant_audible: bool, reference_steady_s: float = math.inf) -> bool:
+        """One 20 ms frame: its speech probability, the microphone's level before and after
+        cleaning, and how long the canceller's far reference has been steady
+        (EchoCanceller.reference_steady_s)."""
+        s = self.settings
+        dt = 0.0 if self._last is None else max(0.0, now - self._last)
+        self._last = now
+        mic = mic_dbfs if math.isfinite(mic_dbfs) else -120.0
+        cleaned = cleaned_dbfs if math.isfinite(cleaned_dbfs) else -120.0
+        if mic > DIGITAL_SILENCE_DBFS:  # a stream's first blocks are often zeros: no floor there
+            if self._floor_db is None or mic < self._floor_db:
+                self._floor_db = mic
+            else:
+                self._floor_db += s.floor_rise_db_per_s * dt
+        if not assistant_audible:
+            self._evidence = 0.0
+            self._fired = False  # re-armed for the next answer
+            return False
+        voice = (self._floor_db is not None and reference_steady_s >= s.steady_for_s
+                 and probability >= s.min_probability
+                 and cleaned >= mic - s.max_cancelled_db and cleaned >= self._floor_db + s.above_floor_db)
+        # evidence counts frames (every update is one), so a late call cannot jump it
+        if voice:
+            self._evidence += FRAME_SECONDS
+        else:
+            self._evidence = max(0.0, self._evidence - s.leak * FRAME_SECONDS)
+        if self._fired or self._evidence < s.fire_after_s - 1e-9:
+            return False
+        self._fired = True
+        log.info("voice barge-in: the user speaks over the assistant")
+        return True
