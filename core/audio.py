@@ -143,6 +143,11 @@ class FrameSource(ABC):
     def read_frame(self) -> np.ndarray | None:
         """The next 20 ms of int16 audio, or None when nothing is ready."""
 
+    def read_timed_frame(self) -> tuple[float | None, np.ndarray] | None:
+        """The next frame with when its first sample was heard (None: no device clock)."""
+        frame = self.read_frame()
+        return None if frame is None else (None, frame)
+
     def discard(self) -> None:
         """Forget what was captured so far (push-to-talk pressed: start fresh)."""
 
@@ -372,7 +377,8 @@ class _CaptureRing:
             self._frames.append((self._partial_at, self._partial.copy()))
             self._fill = 0
 
-    def pop(self) -> np.ndarray | None:
+    def pop(self) -> tuple[float, np.ndarray] | None:
+        """The oldest frame and when its first sample was heard."""
         with self._lock:
             if self._cutoff is None:
                 self._shed_backlog()
@@ -380,13 +386,13 @@ class _CaptureRing:
                 return None
             started, frame = self._frames.popleft()
             if self._cutoff is None:
-                return frame
+                return started, frame
             if started >= self._cutoff:
                 self._frames.clear()
                 return None
             keep = int(round((self._cutoff - started) * RATE))
             frame[max(0, keep):] = 0
-            return frame
+            return started, frame
 
     def _shed_backlog(self) -> None:
         """Frames that stayed waiting through a whole calm window were never needed as a
@@ -472,6 +478,10 @@ class MicrophoneSource(FrameSource):
             log.warning("input stream finished unexpectedly")
 
     def read_frame(self) -> np.ndarray | None:
+        timed = self._ring.pop()
+        return None if timed is None else timed[1]
+
+    def read_timed_frame(self) -> tuple[float | None, np.ndarray] | None:
         return self._ring.pop()
 
     def discard(self) -> None:

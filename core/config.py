@@ -79,6 +79,7 @@ class Settings:
     language: str = ""  # transcription language (ISO-639-1); "" = let the server guess
     echo_cancellation: bool = True  # on the microphone path in hands-free
     noise_suppression: bool = True
+    echo_in_push_to_talk: bool = False  # push-to-talk usually needs none (Sandra is quiet while you hold)
     close_to_tray: bool = False  # the window's close button hides it to the tray (issue #18)
     global_ptt_key: str = "Ctrl+Alt+Space"  # push-to-talk while another app has focus; "" = off
     # Problems met while loading, for the window to show; never saved.

@@ -58,6 +58,9 @@ class Playout:
         clock: Callable[[], float] = time.monotonic,
         on_first_audible: Optional[Callable[[float], None]] = None,
     ) -> None:
+        # What the speaker was handed and when its first sample sounds (the echo canceller's
+        # far end); set by whoever cancels echo, called on the reader's thread.
+        self.on_played: Optional[Callable[[np.ndarray, float], None]] = None
         self._capacity = capacity_ms * RATE // 1000
         self._max_depth = min(self._capacity, max_depth_ms * RATE // 1000)
         self._calm_samples = int(calm_s * RATE)
@@ -161,6 +164,13 @@ class Playout:
         if audible_at is not None and self._on_first_audible is not None:
             start = self._clock() if play_time is None else play_time
             self._on_first_audible(start + audible_at / RATE)
+        if play_time is not None and self.on_played is not None:
+            self.on_played(out, play_time)
+
+    @property
+    def audible(self) -> bool:
+        """An answer is playing (read from any thread: one bool)."""
+        return self._active
 
     def _remember(self, played: np.ndarray) -> None:
         k = len(played)

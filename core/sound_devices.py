@@ -237,8 +237,13 @@ class SoundDevices:
             await self.open()
 
     def read_frame(self) -> np.ndarray | None:
+        timed = self.read_timed_frame()
+        return None if timed is None else timed[1]
+
+    def read_timed_frame(self) -> tuple[float | None, np.ndarray] | None:
+        """The next microphone frame and when it was heard (None: no device clock)."""
         self._last_read = time.monotonic()
-        return self._source.read_frame() if self._source is not None else None
+        return self._source.read_timed_frame() if self._source is not None else None
 
     def discard(self) -> None:
         if self._source is not None:

@@ -183,12 +183,14 @@ def test_capture_ring_hands_out_what_was_heard_before_the_release_then_nothing()
     for start in starts[:5]:  # up to sample 2205: the release is not reached yet
         push(start)
     ring.end_capture(release)
-    out = [ring.pop(), ring.pop()]
+    timed = [ring.pop(), ring.pop()]
+    assert [started for started, _ in timed] == pytest.approx([t, t + FRAME_SAMPLES / RATE])  # when each was heard
+    out = [frame for _, frame in timed]
     assert ring.pop() is None
     assert not ring.capture_done()  # the device has not delivered up to the release yet
     for start in starts[5:]:
         push(start)
-    out.append(ring.pop())
+    out.append(ring.pop()[1])
     assert ring.capture_done()
     assert ring.pop() is None
     sent = np.concatenate(out)

@@ -62,6 +62,10 @@ class Dialogue:
     def release(self) -> None:
         self.apply(self.turn.release(time.monotonic()))
 
+    def voice_barge_in(self) -> None:
+        """The microphone path heard the user over the answer (hands-free)."""
+        self.apply(self.turn.voice_barge_in(time.monotonic()))
+
     def send_text(self, text: str) -> None:
         """A typed user turn: into the conversation and history, then an answer is asked for."""
         text = text.strip()

@@ -36,6 +36,7 @@ from core.call.turn import Turn
 from core.config import Secrets, Settings
 from core.history import BoundedHistory
 from core.metrics_sender import MetricsOutlet
+from core.microphone_path import MicrophonePath
 from core.playout import Playout, PlayoutStats
 from core.provider_catalog import kind as provider_kind
 from core.sound_devices import SoundDevices
@@ -81,6 +82,7 @@ class CallEngine:
             audio or DeviceAudio(settings.input_device, settings.output_device), self._playout.read,
             on_level=lambda dbfs: self._emit(InputLevel(dbfs)), on_problem=self._problem,
             on_recovered=lambda message: self._emit(Recovered(message)))
+        self._mic = MicrophonePath(self._playout, on_voice=lambda: self.dialogue.voice_barge_in())
         self.dialogue = Dialogue(
             turn=Turn(hands_free=settings.hands_free), conversation=conversation, tools=tools or ToolRegistry(),
             usage=Usage(self.model, prices or DEFAULT_PRICES), approve=approve,
@@ -95,7 +97,6 @@ class CallEngine:
         self._conn: Connection | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._retry_after: float | None = None  # a 429's Retry-After, for the next delay
-
 
     @property
     def state(self) -> CallState:
@@ -123,7 +124,6 @@ class CallEngine:
         log.warning("%s", message)
         self._emit(Problem(message, fatal))
 
-
     async def start(self) -> None:
         """Begin the call (or redial after it ended). Failures arrive as events, never raised."""
         if self._run_task is not None and not self._run_task.done():
@@ -131,6 +131,7 @@ class CallEngine:
         self._policy.reset()
         self.dialogue.bind(asyncio.get_running_loop())
         self.dialogue.conversation.open()
+        self._mic.configure(self.settings, self.dialogue.turn.hands_free)
         try:
             await self._devices.open()
         except SandraError as exc:
@@ -172,6 +173,7 @@ class CallEngine:
 
     async def set_hands_free(self, on: bool) -> None:
         self.dialogue.turn.set_hands_free(on)
+        self._mic.configure(self.settings, self.dialogue.turn.hands_free)
         self._send(protocol.mode_update(self._session_options()))
 
     async def set_devices(self, input_device: str | None, output_device: str | None) -> None:
@@ -184,7 +186,7 @@ class CallEngine:
 
     def _read_input(self) -> np.ndarray | None:
         """What the outgoing track sends now: the microphone while the turn has it open."""
-        return self._devices.read_frame() if self.dialogue.turn.mic_open else None
+        return self._mic.process(self._devices.read_timed_frame()) if self.dialogue.turn.mic_open else None
 
     def _record(self, name: str, ms: float) -> None:
         self.telemetry.record(name, ms)
@@ -192,7 +194,6 @@ class CallEngine:
 
     def _on_metrics_batch(self, payload: dict) -> None:
         self._metrics.submit({**payload, "usage": self.dialogue.usage.to_json()})
-
 
     async def _run(self) -> None:
         try:
@@ -267,14 +268,9 @@ class CallEngine:
             await conn.close()
         self.dialogue.reset()
 
-
     def _session_options(self) -> protocol.SessionOptions:
-        s = self.settings
-        return protocol.SessionOptions(
-            model=self.model, instructions=s.instructions, voice=s.voice, transcription_model=s.transcription_model,
-            hands_free=self.dialogue.turn.hands_free, vad=s.vad, eagerness=s.eagerness,
-            noise_reduction=s.noise_reduction or None, language=s.language,
-            tools=tuple(self.dialogue.tools.registry.session_tools()))
+        return protocol.session_options(self.settings, self.model, self.dialogue.turn.hands_free,
+                                        self.dialogue.tools.registry.session_tools())
 
     def _send(self, event: protocol.ClientEvent) -> bool:
         return self._conn is not None and self._conn.send(event)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from core.config import Settings
+
 MAX_EVENT_BYTES = 256 * 1024  # a server event bigger than this is not JSON we want to parse
 MAX_TYPE_CHARS = 100
 
@@ -41,6 +43,15 @@ class SessionOptions:
     noise_reduction: str | None = None  # near_field | far_field | None (off)
     language: str = ""  # transcription language, ISO-639-1; "" lets the server guess
     tools: tuple[Mapping[str, Any], ...] = ()
+
+
+def session_options(settings: Settings, model: str, hands_free: bool,
+                    tools: Iterable[Mapping[str, Any]]) -> SessionOptions:
+    """The user's settings as the session sees them (the mode is the call's, not the file's)."""
+    return SessionOptions(model=model, instructions=settings.instructions, voice=settings.voice,
+                          transcription_model=settings.transcription_model, hands_free=hands_free, vad=settings.vad,
+                          eagerness=settings.eagerness, noise_reduction=settings.noise_reduction or None,
+                          language=settings.language, tools=tuple(tools))
 
 
 def turn_detection(options: SessionOptions) -> dict[str, Any] | None:
