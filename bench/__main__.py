@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     for bench in _selected(args.only, args.chaos):
         figures.update(run_one(bench, args.quick))
     if args.quick and (args.only is None or "recovery" in args.only.split(",")):
-        print("note: --quick skips dead_peer_detect_ms_plain_aiortc (aiortc alone needs ~30 s to notice)")
+        print("note: --quick skips dead_peer_detect_ms_streaming_server_plain_aiortc (aiortc alone needs ~30 s to notice)")
     print_table(figures, sys.stdout, {name: target.text() for name, target in TARGETS.items()})
     elapsed = time.monotonic() - started
     print(f"{len(figures)} figures in {elapsed:.0f} s")
