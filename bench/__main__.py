@@ -11,6 +11,7 @@ replaces the figures table in BENCHMARKS.md (bench/report.py), stamped with the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.figures import Figures, print_table
-from bench.report import Target, stamp_now, write
+from bench.report import MarkersMissing, Target, replace_table, stamp_now, write
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args.child, args.quick)
     figures: Figures = {}
     started = time.monotonic()
+    stamp = None
+    if args.write is not None:
+        try:  # no file or no markers: refuse now, not after a 12-minute run
+            replace_table(args.write.read_text(), "")
+        except (OSError, MarkersMissing) as exc:
+            raise SystemExit(f"--write {args.write}: {exc}") from exc
+        stamp = stamp_now(ROOT)  # the code as it was when the run began
     for bench in _selected(args.only, args.chaos):
         figures.update(run_one(bench, args.quick))
     if args.quick and (args.only is None or "recovery" in args.only.split(",")):
@@ -131,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(figures, sys.stdout, {name: target.text() for name, target in TARGETS.items()})
     elapsed = time.monotonic() - started
     print(f"{len(figures)} figures in {elapsed:.0f} s")
-    if args.write is not None:
+    if stamp is not None:
         how = " ".join(["python -m bench", *(["--quick"] if args.quick else []),
                         *([f"--only {args.only}"] if args.only else []), *(["--chaos"] if args.chaos else [])])
-        write(args.write, figures, TARGETS, stamp_now(ROOT, f"`{how}`, {elapsed:.0f} s."))
+        write(args.write, figures, TARGETS, dataclasses.replace(stamp, note=f"`{how}`, {elapsed:.0f} s."))
     missing = [name for name, f in figures.items() if not all(math.isfinite(f[k]) for k in ("value", "min", "max"))]
     if missing:
         log.warning("figures that are not finite numbers: %s", ", ".join(missing))
