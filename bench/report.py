@@ -10,6 +10,7 @@ a target is listed too, its target "–".
 from __future__ import annotations
 
 import datetime
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -86,10 +87,11 @@ def commit(root: Path) -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def _version(package: str) -> str:
+def _version(module: str) -> str:
+    """The version a module reports of itself (PySide6's distribution is named PySide6-Essentials)."""
     try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
+        return str(getattr(importlib.import_module(module), "__version__", None) or importlib.metadata.version(module))
+    except (ImportError, importlib.metadata.PackageNotFoundError):
         return "not installed"
 
 
@@ -104,10 +106,12 @@ def _cpu_model() -> str:
 
 
 def machine() -> str:
-    """Cores, CPU model, OS, Python and the versions of the libraries the figures depend on."""
-    return (f"{os.cpu_count()} cores ({_cpu_model()}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, aiortc {_version('aiortc')}, PySide6 {_version('PySide6')}, "
-            f"sounddevice {_version('sounddevice')}")
+    """Cores, CPU model, load, OS, Python and the versions of the libraries the figures depend on.
+
+    The load average is there because on a busy machine every timing figure reads high."""
+    return (f"{os.cpu_count()} cores ({_cpu_model()}), load average {os.getloadavg()[0]:.1f} at the start, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"aiortc {_version('aiortc')}, PySide6 {_version('PySide6')}, sounddevice {_version('sounddevice')}")
 
 
 def stamp_now(root: Path, note: str = "") -> Stamp:

@@ -108,3 +108,11 @@ def test_commit_is_heads_short_hash_and_dirty_when_the_tree_changed(tmp_path: Pa
     assert commit(tmp_path) == head
     (tmp_path / "a.txt").write_text("changed")
     assert commit(tmp_path) == head + "+dirty"
+
+
+def test_machine_names_cores_python_and_the_libraries_versions() -> None:
+    from bench.report import machine
+
+    text = machine()
+    assert "cores" in text and "load average" in text and "Python 3." in text
+    assert "PySide6 6." in text and "aiortc 1." in text  # installed here, so a version, not "not installed"
