@@ -54,6 +54,10 @@ _CONNECT_TIMEOUT_S = 10.0
 class AnswerPeer(Protocol):
     """The far end of a benchmark call."""
 
+    # Whether it sends audio in place of a frame that never reached it, so a loss on
+    # the way to it leaves no hole in the echo (JitterRelay.unfillable_gap_pct).
+    fills_losses: bool
+
     async def answer(self, offer_sdp: str) -> str: ...
 
     async def close(self) -> None: ...
@@ -99,7 +103,7 @@ class ClickSource(MediaStreamTrack):
 class CallResult:
     rtts_ms: list[float]
     gap_pct: float  # playout slots without received audio, in the measured window
-    relay_drop_pct: float  # sum over both directions of the RTP share the relay dropped
+    relay_drop_pct: float  # the share of the echo the relay's drops removed (JitterRelay.unfillable_gap_pct)
     client_buffer: Optional[JitterStats] = None
     clicks_sent: int = 0
 
@@ -156,7 +160,7 @@ async def echo_call(
             answer = await relay.rewrite(answer, "b")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await _wait_connected(pc)
-        gap_pct, drop_pct = await _play_clock(playout, seconds, relay)
+        gap_pct, drop_pct = await _play_clock(playout, seconds, relay, far.fills_losses)
     finally:
         for task in tasks:
             task.cancel()
@@ -176,7 +180,7 @@ async def echo_call(
 
 
 async def _play_clock(
-    playout: Playout, seconds: float, relay: Optional[JitterRelay]
+    playout: Playout, seconds: float, relay: Optional[JitterRelay], far_end_fills_losses: bool
 ) -> tuple[float, float]:
     """Pull 20 ms blocks on schedule; return (gap % after the warm-up, relay drop %)."""
     block = np.empty(FRAME_SAMPLES, dtype=np.int16)
@@ -194,8 +198,7 @@ async def _play_clock(
             base_concealed = playout.stats().concealed
     measured = (reads - warm - 1) * FRAME_SAMPLES
     gap = 100.0 * (playout.stats().concealed - base_concealed) / max(1, measured)
-    # A frame dropped on either leg is missing from the echo: the two shares add up.
-    drop = 0.0 if relay is None else sum(100.0 * s.drop_share for s in relay.stats.values())
+    drop = 0.0 if relay is None else relay.unfillable_gap_pct(far_end_fills_losses)
     return gap, drop
 
 
@@ -230,11 +233,14 @@ def add_cost_us(make: Callable[[Callable[[], float]], JitterBuffer], seed: int) 
 
 
 async def _echo_figures(adaptive: bool, relay_seed: Optional[int], seconds: float
-                        ) -> CallResult:
+                        ) -> tuple[CallResult, dict[str, float]]:
+    """One call, through the relay when seeded; (its result, % of RTP the relay dropped per direction)."""
     if relay_seed is None:
-        return await echo_call(adaptive=adaptive, seconds=seconds)
+        return await echo_call(adaptive=adaptive, seconds=seconds), {}
     async with JitterRelay(seed=relay_seed, lifetime_s=seconds + 30.0) as relay:
-        return await echo_call(adaptive=adaptive, seconds=seconds, relay=relay)
+        result = await echo_call(adaptive=adaptive, seconds=seconds, relay=relay)
+    # The caller offers ("a"), the echo peer answers ("b"); stats are keyed by receiver.
+    return result, {"to_server": 100.0 * relay.stats["b"].drop_share, "to_client": 100.0 * relay.stats["a"].drop_share}
 
 
 async def measure(quick: bool, adaptive_too: bool = True) -> Figures:
@@ -249,10 +255,12 @@ async def measure(quick: bool, adaptive_too: bool = True) -> Figures:
         # The app's own figures come from bench.engine_echo; the harness wants only the baselines here.
         for adaptive in (True, False) if adaptive_too else (False,):
             suffix = "" if adaptive else "_plain_aiortc"
-            clean = await _echo_figures(adaptive, None, seconds)
+            clean, _ = await _echo_figures(adaptive, None, seconds)
             if clean.rtts_ms:
                 keep("echo_rtt_ms" + suffix, statistics.median(clean.rtts_ms))
-            jittered = await _echo_figures(adaptive, run + 1, seconds)
+            jittered, drops = await _echo_figures(adaptive, run + 1, seconds)
+            for direction, pct in drops.items():
+                keep(f"jitter_drop_pct_{direction}" + suffix, pct)
             if jittered.rtts_ms:
                 keep("jitter_echo_rtt_ms" + suffix, statistics.median(jittered.rtts_ms))
             keep("jitter_gap_pct" + suffix, jittered.buffer_gap_pct)

@@ -4,7 +4,14 @@ server at random (seeded) moments and restart it on the same port, N times.
 Some kills land while the call is up (at a random point after it connected), some while
 the engine is redialling (mid-handshake: just after it starts a connection attempt to
 the restarted server). Each cycle must end CONNECTED again; the conversation must be
-kept; threads, open files and asyncio tasks must not grow across the run.
+kept, in the engine's history and on the server's side; threads, open files and asyncio
+tasks must not grow across the run.
+
+The server runs in assistant mode. A restarted server knows only what the engine gives
+the new session, so after each reconnect the engine types a question of its own
+("what is N plus 2", N the cycle) and then "what did I say before": the local assistant
+answers that from the conversation it holds (server/realtime/responder.py, "You said:
+..."), so the answer must name that cycle's question.
 """
 
 from __future__ import annotations
@@ -20,16 +27,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 
 from bench.figures import Figures, figure, print_table  # noqa: E402
 from core.call.state import Phase  # noqa: E402
 from core.call.engine import CallEngine  # noqa: E402
+from core.call.events import EngineEvent, ServerEvent, TranscriptDelta  # noqa: E402
 from rig.engine_helpers import Recorder, custom_settings, engine_options, tone_audio  # noqa: E402
 from rig.server_process import TEST_SERVER_KEY, ServerProcess, private_env, start_server  # noqa: E402
 
 RECOVER_S = 40.0  # the whole backoff schedule (1+2+4+8+16 s) plus a restart
+ANSWER_S = 15.0  # a typed question answered by the local assistant, on a loaded machine
+RECALL = "what did I say before"
 MID_HANDSHAKE_SHARE = 0.3
 CONVERSATION = [("user", "remember the word pineapple"), ("assistant", "I will remember pineapple.")]
 
@@ -41,6 +52,38 @@ def resources() -> dict[str, int]:
     return {"threads": len(threads), "fds": len(os.listdir("/proc/self/fd")), "tasks": len(asyncio.all_tasks())}
 
 
+def _done_after(recorder: Recorder, seen: int) -> Callable[[EngineEvent], bool]:
+    """Whether the server's response.done is among the events after the first `seen`."""
+    def done(_event: EngineEvent) -> bool:
+        # By position, not by the event: equal events of earlier turns must not count.
+        return any(isinstance(e, ServerEvent) and e.type == "response.done" for e in recorder.events[seen:])
+    return done
+
+
+async def ask(engine: CallEngine, recorder: Recorder, text: str) -> str:
+    """Type `text` as a user turn; the assistant's final answer to it, once the response is done.
+
+    Waiting for response.done matters: a question typed while an answer is still being
+    sent is refused by the server (one response at a time)."""
+    seen = len(recorder.events)
+    engine.send_text(text)
+    await recorder.wait_for(_done_after(recorder, seen), ANSWER_S)
+    answers = [e.text for e in recorder.events[seen:]
+               if isinstance(e, TranscriptDelta) and e.role == "assistant" and e.final]
+    return answers[-1] if answers else ""
+
+
+async def server_recalls(engine: CallEngine, recorder: Recorder, cycle: int) -> bool:
+    """The server answers "what did I say before" with the question asked just before it."""
+    question = f"what is {cycle} plus 2"
+    await ask(engine, recorder, question)
+    recalled = await ask(engine, recorder, RECALL)
+    if question not in recalled.lower():
+        print(f"cycle {cycle}: asked {question!r}, the server recalled {recalled!r}", file=sys.stderr)
+        return False
+    return True
+
+
 def _kill(server: ServerProcess) -> None:
     os.kill(server.pid, signal.SIGKILL)
     server.proc.wait(5)
@@ -49,7 +92,7 @@ def _kill(server: ServerProcess) -> None:
 
 async def chaos(cycles: int, seed: int, tmp: Path) -> dict[str, Any]:
     rng = random.Random(seed)
-    server = start_server(tmp, "--mode", "echo")
+    server = start_server(tmp, "--mode", "assistant")
     port = str(server.port)
     engine = CallEngine(custom_settings(server.base_url), audio=tone_audio(tmp), api_key=TEST_SERVER_KEY,
                         options=engine_options())
@@ -57,6 +100,7 @@ async def chaos(cycles: int, seed: int, tmp: Path) -> dict[str, Any]:
     for role, text in CONVERSATION:
         engine.history.add(role, text)
     recover_s: list[float] = []
+    recalled: list[bool] = []
     mid_handshake = 0
     try:
         await engine.start()
@@ -72,7 +116,7 @@ async def chaos(cycles: int, seed: int, tmp: Path) -> dict[str, Any]:
             await asyncio.sleep(rng.uniform(0.0, 1.5))
             _kill(server)
             killed_at = time.monotonic()
-            server = start_server(tmp, "--mode", "echo", "--port", port)
+            server = start_server(tmp, "--mode", "assistant", "--port", port)
             if rng.random() < MID_HANDSHAKE_SHARE:
                 # Kill again as the engine starts dialling the new server.
                 attempts = recorder.phases().count(Phase.CONNECTING)
@@ -80,9 +124,10 @@ async def chaos(cycles: int, seed: int, tmp: Path) -> dict[str, Any]:
                 await asyncio.sleep(rng.uniform(0.0, 0.05))
                 mid_handshake += engine.state.phase is Phase.CONNECTING
                 _kill(server)
-                server = start_server(tmp, "--mode", "echo", "--port", port)
+                server = start_server(tmp, "--mode", "assistant", "--port", port)
             await recorder.wait_for(lambda _e: recorder.phases().count(Phase.CONNECTED) > connected, RECOVER_S)
             recover_s.append(time.monotonic() - killed_at)
+            recalled.append(await server_recalls(engine, recorder, cycle))
         await asyncio.sleep(0.5)
         after = resources()
     finally:
@@ -90,7 +135,8 @@ async def chaos(cycles: int, seed: int, tmp: Path) -> dict[str, Any]:
         server.stop()
     kept = [(m["role"], m["content"]) for m in engine.history.messages()][:len(CONVERSATION)] == CONVERSATION
     return {"cycles": cycles, "recovered": len(recover_s), "killed_mid_handshake": mid_handshake,
-            "reconnects": engine.reconnects, "conversation_kept": kept, "before": before, "after": after,
+            "reconnects": engine.reconnects, "conversation_kept": kept, "server_recalled": sum(recalled),
+            "before": before, "after": after,
             "recover_s": recover_s, "ended": engine.state.reason}
 
 
@@ -100,7 +146,8 @@ def run(quick: bool = False) -> Figures:
         os.environ.update(private_env(Path(tmp) / "home", None))  # transcripts and logs stay in tmp
         result = asyncio.run(chaos(10 if quick else 50, seed=1, tmp=Path(tmp)))
     figures = {"chaos_recover_s": figure(result["recover_s"]),
-               "chaos_cycles_recovered": figure([result["recovered"]])}
+               "chaos_cycles_recovered": figure([result["recovered"]]),
+               "chaos_server_recalled": figure([result["server_recalled"]])}
     for name in ("threads", "fds", "tasks"):
         figures[f"chaos_{name}_growth"] = figure([result["after"][name] - result["before"][name]])
     return figures
@@ -116,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(chaos(args.cycles, args.seed, Path(tmp)))
     print_table({"recover_s": figure(result["recover_s"])}, sys.stdout)
     print(json.dumps({k: v for k, v in result.items() if k != "recover_s"}))
-    return 0 if result["recovered"] == args.cycles and result["conversation_kept"] else 1
+    kept = result["conversation_kept"] and result["server_recalled"] == args.cycles
+    return 0 if result["recovered"] == args.cycles and kept else 1
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ class EchoTrack(MediaStreamTrack):
 class EchoPeer:
     """The far end of one call; adaptive=False keeps aiortc's stock jitter buffer."""
 
+    fills_losses = False  # one frame back per frame received: a lost one is a hole in the echo
+
     def __init__(self, *, adaptive: bool = True) -> None:
         self.adaptive = adaptive
         self._pc: Optional[RTCPeerConnection] = None

@@ -7,7 +7,10 @@ first loud sample is played. The far end is `python main.py serve --mode echo`.
 Under jitter the call goes through bench.jitter_relay.JitterRelay (0-30 ms delay,
 1 % loss of RTP each way, seeded per run), put between the peers with the engine's
 provider_wrapper. The gap figure is the share of 20 ms playout slots after the
-warm-up that the playout stage had to conceal, minus the share the relay dropped.
+warm-up that the playout stage had to conceal, minus the share the relay dropped on the
+way back (the echo server sends a frame every 20 ms whatever reached it, so a drop on
+the way to it leaves no hole: JitterRelay.unfillable_gap_pct). The drops per direction
+are figures too: jitter_drop_pct_to_server, jitter_drop_pct_to_client.
 
     python -m bench.engine_echo [--quick]
 """
@@ -133,7 +136,9 @@ class RelayedProvider:
 
 async def echo_through_engine(server: ServerProcess, seconds: float,
                               relay: JitterRelay | None = None) -> tuple[list[float], float]:
-    """One call of `seconds`: (click round trips in ms after the warm-up, gap % the buffer caused)."""
+    """One call of `seconds`: (click round trips in ms after the warm-up, gap % the buffer caused).
+
+    The relay, when given, has its per-direction counts in relay.stats afterwards."""
     audio = ClickAudio()
     wrapper = None if relay is None else (lambda provider: RelayedProvider(provider, relay))
     engine = engine_for(server, audio, provider_wrapper=wrapper)
@@ -151,8 +156,7 @@ async def echo_through_engine(server: ServerProcess, seconds: float,
         concealed = engine.playout_stats().concealed - concealed0
     finally:
         await engine.close()
-    # A frame dropped on either leg is missing from the echo: the two shares add up.
-    dropped_pct = 0.0 if relay is None else sum(100.0 * s.drop_share for s in relay.stats.values())
+    dropped_pct = 0.0 if relay is None else relay.unfillable_gap_pct(far_end_fills_losses=True)
     gap_pct = 100.0 * concealed / max(1, slots * FRAME_SAMPLES) - dropped_pct
     return audio.probe.round_trips_ms(measured_from), gap_pct
 
@@ -160,7 +164,8 @@ async def echo_through_engine(server: ServerProcess, seconds: float,
 async def measure(quick: bool) -> Figures:
     runs = 3 if quick else 5
     seconds = 5.0 if quick else 9.0
-    samples: dict[str, list[float]] = {"echo_rtt_ms": [], "jitter_echo_rtt_ms": [], "jitter_gap_pct": []}
+    samples: dict[str, list[float]] = {"echo_rtt_ms": [], "jitter_echo_rtt_ms": [], "jitter_gap_pct": [],
+                                       "jitter_drop_pct_to_server": [], "jitter_drop_pct_to_client": []}
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp), "--mode", "echo")
         try:
@@ -168,6 +173,9 @@ async def measure(quick: bool) -> Figures:
                 clean, _ = await echo_through_engine(server, seconds)
                 async with JitterRelay(seed=run + 1, lifetime_s=seconds + 30.0) as relay:
                     jittered, gap = await echo_through_engine(server, seconds, relay)
+                # The engine offers ("a"), the server answers ("b"); stats are keyed by receiver.
+                samples["jitter_drop_pct_to_server"].append(100.0 * relay.stats["b"].drop_share)
+                samples["jitter_drop_pct_to_client"].append(100.0 * relay.stats["a"].drop_share)
                 log.info("run %d: clean %s, jitter %s, gap %.2f%%", run, [round(r) for r in clean],
                          [round(r) for r in jittered], gap)
                 if clean:

@@ -31,7 +31,8 @@ def figures_from(samples: Mapping[str, list[float]]) -> Figures:
     return {name: figure(values) for name, values in samples.items() if values}
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
+    """A figure as the table shows it: whole above 100, two decimals below."""
     if not math.isfinite(value):
         return str(value)
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
@@ -43,7 +44,7 @@ def print_table(figures: Mapping[str, Figure], out: IO[str], targets: Mapping[st
     width = max((len(name) for name in figures), default=10)
     out.write(f"{'figure':<{width}}  {'median':>9}  {'min':>9}  {'max':>9}  runs  target\n")
     for name, f in figures.items():
-        out.write(f"{name:<{width}}  {_number(f['value']):>9}  {_number(f['min']):>9}  {_number(f['max']):>9}  "
+        out.write(f"{name:<{width}}  {number(f['value']):>9}  {number(f['min']):>9}  {number(f['max']):>9}  "
                   f"{int(f['runs']):>4}  {targets.get(name, '')}\n")
 
 

@@ -1,17 +1,18 @@
 """How fast the transport liveness check (core/call/liveness.py) finds a dead peer, and
 that a short stall of the link is not taken for one. Shipped default timings throughout.
 
-- dead_peer_detect_ms_streaming_server: the local server (`--mode echo`, which streams
+- liveness_detect_ms_streaming_server: the local server (`--mode echo`, which streams
   audio all call long) is frozen with SIGSTOP; from the freeze to the loss report.
-- dead_peer_detect_ms_quiet_server: the same against a quiet peer process
+- liveness_detect_ms_quiet_peer: the same against a quiet peer process
   (rig/quiet_peer.py: a data channel only, it sends nothing), which shows it is alive
   only by answering the ICE consent probes.
 - stall_false_reconnects: losses reported over repeated 1.5 s pauses of all traffic,
   both ways, through a pausable relay between two aiortc peers; checked from both ends
   of a streaming pair and of a quiet pair. 0 expected.
 
-The checker runs directly on the peer connection here, not through the engine (whose
-own figure, once it uses this check, is bench.recovery's dead_peer_detect_ms).
+The checker runs directly on the peer connection here, not through the engine; the
+engine's own figures, the ones with targets, are bench.recovery's
+dead_peer_detect_ms_streaming_server and dead_peer_detect_ms_quiet_server.
 
     python -m bench.liveness [--quick] [-v]
 """
@@ -190,12 +191,12 @@ async def stall_false_losses(stalls: int, *, streaming: bool) -> StallRun:
 
 async def measure(quick: bool) -> Figures:
     runs, stalls = (3, 4) if quick else (5, 10)
-    samples: dict[str, list[float]] = {"dead_peer_detect_ms_streaming_server": [],
-                                       "dead_peer_detect_ms_quiet_server": [], "stall_false_reconnects": []}
+    samples: dict[str, list[float]] = {"liveness_detect_ms_streaming_server": [],
+                                       "liveness_detect_ms_quiet_peer": [], "stall_false_reconnects": []}
     with tempfile.TemporaryDirectory() as tmp:
-        samples["dead_peer_detect_ms_streaming_server"] = await streaming_server_detect_ms(Path(tmp), runs)
+        samples["liveness_detect_ms_streaming_server"] = await streaming_server_detect_ms(Path(tmp), runs)
     for _ in range(runs):
-        samples["dead_peer_detect_ms_quiet_server"].append(await quiet_server_detect_ms())
+        samples["liveness_detect_ms_quiet_peer"].append(await quiet_server_detect_ms())
     runs_of_stalls = [await stall_false_losses(stalls, streaming=streaming) for streaming in (True, False)]
     samples["stall_false_reconnects"].append(float(sum(run.losses for run in runs_of_stalls)))
     log.info("liveness samples: %s", samples)

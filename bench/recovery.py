@@ -1,15 +1,21 @@
-"""How fast the engine gets over a lost server: reconnect_ms and dead_peer_detect_ms.
+"""How fast the engine gets over a lost server: reconnect_ms and dead_peer_detect_ms_*.
 
 - reconnect_ms: the echo server is SIGKILLed and at once started again on the same
   port; from the kill to the engine's next CONNECTED. It covers noticing the loss
-  (the engine's watchdog), the reconnect policy's first delay (1 s) and a new
+  (the engine's liveness check), the reconnect policy's first delay (1 s) and a new
   session, so it can never be below that delay.
-- dead_peer_detect_ms: the server is frozen with SIGSTOP (sockets stay open, nothing
-  answers); from the freeze to the engine leaving CONNECTED.
-- dead_peer_detect_ms_plain_aiortc: the same freeze seen by a plain aiortc client
-  (server.realtime.client.RealtimeClient, no watchdog), until its connection state is
-  "failed" or "closed". aiortc only gives up after its ICE consent checks fail (~30 s),
-  so the harness measures it once, in full runs only.
+- dead_peer_detect_ms_streaming_server: the echo server (audio every 20 ms all call
+  long) is frozen with SIGSTOP (sockets stay open, nothing answers); from the freeze to
+  the engine leaving CONNECTED, through the consent-based liveness check the engine's
+  connection runs (core/call/liveness.py, wired in core/call/connection.py).
+- dead_peer_detect_ms_quiet_server: the same against `serve --quiet-audio` (assistant
+  mode, no RTP at all while not answering: only consent answers show it is alive).
+- dead_peer_detect_ms_streaming_server_plain_aiortc: the streaming server's freeze seen
+  by a plain aiortc client (rig.realtime_client.RealtimeClient, no check of ours), until
+  its connection state is "failed" or "closed". aiortc only gives up after its own
+  consent checks fail (~30 s), so the harness measures it once, in full runs only.
+
+bench.liveness measures the checker alone, on a bare peer connection (liveness_*).
 
     python -m bench.recovery [--quick] [--plain]
 """
@@ -113,8 +119,9 @@ async def detect_freeze_plain(server: ServerProcess) -> float:
 
 async def measure(quick: bool, plain: bool) -> Figures:
     runs = 3 if quick else 5
-    samples: dict[str, list[float]] = {"reconnect_ms": [], "dead_peer_detect_ms": [],
-                                       "dead_peer_detect_ms_plain_aiortc": []}
+    samples: dict[str, list[float]] = {"reconnect_ms": [], "dead_peer_detect_ms_streaming_server": [],
+                                       "dead_peer_detect_ms_quiet_server": [],
+                                       "dead_peer_detect_ms_streaming_server_plain_aiortc": []}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         server = start_server(tmp, "--mode", "echo")
@@ -122,11 +129,17 @@ async def measure(quick: bool, plain: bool) -> Figures:
             for _ in range(runs):
                 ms, server = await reconnect_once(server, tmp)
                 samples["reconnect_ms"].append(ms)
-                samples["dead_peer_detect_ms"].append(await detect_freeze_once(server, tmp))
+                samples["dead_peer_detect_ms_streaming_server"].append(await detect_freeze_once(server, tmp))
             if plain:
-                samples["dead_peer_detect_ms_plain_aiortc"].append(await detect_freeze_plain(server))
+                samples["dead_peer_detect_ms_streaming_server_plain_aiortc"].append(await detect_freeze_plain(server))
         finally:
             server.stop()
+        quiet = start_server(tmp, "--quiet-audio")
+        try:
+            for _ in range(runs):
+                samples["dead_peer_detect_ms_quiet_server"].append(await detect_freeze_once(quiet, tmp))
+        finally:
+            quiet.stop()
     log.info("recovery samples: %s", samples)
     return figures_from(samples)
 

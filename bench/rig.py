@@ -19,9 +19,9 @@ from core.providers import Provider
 
 
 from rig.pulse_rig import PulseRig  # noqa: E402
-from rig.server_process import TEST_SERVER_KEY, ServerProcess, private_env, start_server  # noqa: E402
+from rig.server_process import ROOT, TEST_SERVER_KEY, ServerProcess, private_env, start_server  # noqa: E402
 
-__all__ = ["PhaseWatch", "PulseRig", "ServerProcess", "engine_for", "private_env", "start_server"]
+__all__ = ["ROOT", "PhaseWatch", "PulseRig", "ServerProcess", "engine_for", "private_env", "start_server"]
 
 
 def engine_for(server: ServerProcess, audio: AudioIO, *, options: EngineOptions | None = None,

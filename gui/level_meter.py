@@ -34,18 +34,36 @@ class LevelMeter(QWidget):
 
     def set_level(self, dbfs: float) -> None:
         value = FLOOR_DB if math.isnan(dbfs) else min(0.0, max(FLOOR_DB, dbfs))
+        drawn = self._drawn()
         self._level = value
         if value > self._peak:
             self._peak = value
-        if not self._decay.isActive():
+        if self._peak > self._level and not self._decay.isActive():
             self._decay.start()
-        self.update()
+        self._update_if_changed(drawn)
 
     def _fall(self) -> None:
+        drawn = self._drawn()
         self._peak = max(self._level, self._peak - _PEAK_FALL_DB)
         if self._peak <= self._level:
             self._decay.stop()
-        self.update()
+        self._update_if_changed(drawn)
+
+    def _drawn(self) -> tuple[int, str, int]:
+        """What paintEvent would draw, to the pixel: bar width, its colour, peak mark position."""
+        width = self.width()
+        return (round(width * self._fraction(self._level)), self._color(),
+                round(width * self._fraction(self._peak)) if self._peak > FLOOR_DB else -1)
+
+    def _update_if_changed(self, drawn: tuple[int, str, int]) -> None:
+        # Levels arrive ~12 times a second and the peak falls 20 times a second; a repaint
+        # of pixels that stay the same (a silent room: every level is the floor) is waste.
+        if self._drawn() != drawn:
+            self.update()
+
+    def _color(self) -> str:
+        # Green while comfortable, amber near clipping, red at it.
+        return "#3fb68b" if self._level < -12 else "#e0a030" if self._level < -3 else "#e05050"
 
     @staticmethod
     def _fraction(db: float) -> float:
@@ -60,9 +78,7 @@ class LevelMeter(QWidget):
         painter.drawRoundedRect(rect, 4, 4)
         fraction = self._fraction(self._level)
         if fraction > 0:
-            # Green while comfortable, amber near clipping, red at it.
-            color = "#3fb68b" if self._level < -12 else "#e0a030" if self._level < -3 else "#e05050"
-            painter.setBrush(QColor(color))
+            painter.setBrush(QColor(self._color()))
             painter.drawRoundedRect(QRectF(rect.x(), rect.y(), rect.width() * fraction, rect.height()), 4, 4)
         peak_x = rect.x() + rect.width() * self._fraction(self._peak)
         if self._peak > FLOOR_DB:

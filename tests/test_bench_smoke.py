@@ -13,7 +13,8 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.timeout(300)
 
-EXPECTED = {"history_add_us", "history_add_us_seed_style", "echo_rtt_ms", "jitter_echo_rtt_ms", "jitter_gap_pct"}
+EXPECTED = {"history_add_us", "history_add_us_seed_style", "echo_rtt_ms", "jitter_echo_rtt_ms", "jitter_gap_pct",
+            "jitter_drop_pct_to_server", "jitter_drop_pct_to_client"}
 
 
 def test_quick_harness_reports_every_figure_as_finite_median_min_max_runs() -> None:
@@ -31,6 +32,21 @@ def test_quick_harness_reports_every_figure_as_finite_median_min_max_runs() -> N
     # The table before the JSON names every figure too.
     table = "\n".join(lines[:-1])
     assert all(name in table for name in EXPECTED)
+
+
+def test_write_puts_this_runs_table_between_the_markers_naming_the_commit(tmp_path) -> None:
+    from bench.report import END_MARK, START_MARK, commit
+
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text(f"# prose\n\n{START_MARK}\nold\n{END_MARK}\n\nmore prose\n")
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "history", "--write", str(target)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = target.read_text()
+    assert text.startswith("# prose\n") and text.endswith("\nmore prose\n") and "\nold\n" not in text
+    table = text.split(START_MARK)[1].split(END_MARK)[0]
+    assert f"`{commit(ROOT)}`" in table and "--only history" in table
+    assert "| `history_add_us` |" in table and "| `cpu_pct` | – |" in table  # not measured, still listed
 
 
 def test_unknown_benchmark_name_is_refused() -> None:
