@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 # After the last loud sample reaches the speaker, its echo can still be coming in: the room
 # rings, and the way back through the sound server adds its own buffering (~70 ms on the rig).
-ECHO_TAIL_S = 0.4
-LOUD = 300  # int16 peak: quieter output makes no echo worth hiding
+ECHO_TAIL_S = 0.5
+LOUD = 100  # int16 peak (-50 dBFS): quieter output makes no echo a VAD could hear
 COMFORT_NOISE_DBFS = -60.0  # not digital silence: recognisers and VADs misjudge exact zeros
 
 
@@ -81,13 +81,14 @@ class MicrophonePath:
         cleaned = echo.process(frame, heard_at)
         if self._barge_in is None:
             return cleaned
+        sandra_audible = heard_at < self._echo_until  # her voice (not the silence a server streams) is out
         if self._barge_in.update(heard_at, echo.speech_probability, echo.mic_dbfs, echo.cleaned_dbfs,  # device clock
-                                 self._playout.audible, echo.reference_steady_s):
+                                 sandra_audible, echo.reference_steady_s):
             self._user_over_answer = True
             self._on_voice()
-        if heard_at >= self._echo_until:
+        if not sandra_audible:
             self._user_over_answer = False
-        if heard_at < self._echo_until and not self._user_over_answer:
+        elif not self._user_over_answer:
             start = int(heard_at * RATE) % (len(self._comfort) - FRAME_SAMPLES)
             return self._comfort[start:start + FRAME_SAMPLES]
         return cleaned

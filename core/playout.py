@@ -167,11 +167,6 @@ class Playout:
         if play_time is not None and self.on_played is not None:
             self.on_played(out, play_time)
 
-    @property
-    def audible(self) -> bool:
-        """An answer is playing (read from any thread: one bool)."""
-        return self._active
-
     def _remember(self, played: np.ndarray) -> None:
         k = len(played)
         if k >= FRAME_SAMPLES:

@@ -103,7 +103,7 @@ async def test_a_question_over_a_long_answer_stops_it_fast_and_is_answered(tmp_p
     try:
         pulse.play_into_mic(speech[long_question])
         await recorder.wait_for(lambda e: isinstance(e, AssistantSpeaking) and e.speaking, 30)
-        await asyncio.sleep(1.5)  # well into the answer, the canceller settled on it
+        await asyncio.sleep(3.5)  # well into the answer (~8 s long): the canceller has settled on it
         spoke = time.monotonic()
         pulse.play_into_mic(speech[interruption])
         await recorder.wait_for(lambda e: isinstance(e, AssistantSpeaking) and not e.speaking, 5)

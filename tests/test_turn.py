@@ -127,12 +127,16 @@ def test_hands_free_speech_over_the_answer_cuts_it_locally():
     assert turn.phase is Phase.USER_SPEAKING
 
 
-def test_voice_barge_in_only_in_hands_free_and_only_over_an_answer():
-    assert Turn(phase=Phase.ANSWERING).voice_barge_in(1.0) is NOTHING
-    assert Turn(hands_free=True, phase=Phase.IDLE).voice_barge_in(1.0) is NOTHING
-    turn = Turn(hands_free=True, phase=Phase.ANSWERING)
+@pytest.mark.parametrize("phase", [Phase.ANSWERING, Phase.WAITING, Phase.USER_SPEAKING])
+def test_voice_barge_in_cuts_the_answer_in_hands_free_whatever_the_vad_said_last(phase):
+    turn = Turn(hands_free=True, phase=phase)
     outcome = turn.voice_barge_in(1.0)
     assert outcome.send == BARGE and outcome.cut_playout and turn.phase is Phase.USER_SPEAKING
+
+
+def test_voice_barge_in_does_nothing_in_push_to_talk_or_when_idle():
+    assert Turn(phase=Phase.ANSWERING).voice_barge_in(1.0) is NOTHING
+    assert Turn(hands_free=True, phase=Phase.IDLE).voice_barge_in(1.0) is NOTHING
 
 
 def test_in_hands_free_the_button_only_interrupts_and_the_vad_still_ends_turns():

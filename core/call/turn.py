@@ -90,7 +90,11 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase] = {
     (P.WAITING, I.AUDIO_STARTED): P.ANSWERING,
     (P.ANSWERING, I.AUDIO_STOPPED): P.IDLE,
     (P.WAITING, I.RESPONSE_DONE): P.IDLE,  # an answer without audio (or a failed one)
+    # The local decider fires only while an answer is audible, whatever the server's VAD
+    # said last (its speech_started may have come first, or the audio before its "started").
     (P.ANSWERING, I.VOICE_BARGE_IN): P.USER_SPEAKING,
+    (P.WAITING, I.VOICE_BARGE_IN): P.USER_SPEAKING,
+    (P.USER_SPEAKING, I.VOICE_BARGE_IN): P.USER_SPEAKING,
     (P.WAITING, I.INTERRUPT): P.IDLE,
     (P.ANSWERING, I.INTERRUPT): P.IDLE,
     (P.IDLE, I.TEXT_TURN): P.WAITING,
