@@ -24,6 +24,7 @@ import dataclasses
 from base.errors import ConfigError
 from core import config
 from core.config import Settings, SettingsChange, load_settings
+from gui import crash_guard
 from gui.call_session import CallSession, Engine
 from gui.engine_bridge import EngineBridge
 from gui.main_window import LatencyStats, MainWindow
@@ -165,6 +166,7 @@ async def _run_closing_on_signals(window: MainWindow, *, probe: bool) -> int:
     loop's handlers wake Qt through a self-pipe and run on the loop, between callbacks.
     """
     loop = asyncio.get_running_loop()
+    crash_guard.install(lambda message: window.banner.show_problem(message, False), loop)
     installed = []
     for signum in STOP_SIGNALS:
         try:
