@@ -11,7 +11,9 @@ stops it fast and is answered; with it off, the same rig shows the problem.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -33,6 +35,7 @@ QUESTIONS = ("what is three plus four", "what is your name", "what is ten minus 
              "what is five minus one", "what is six plus three", "what is nine minus two")
 SPACING_S = 10.0  # one question every ten seconds, as the issue's rig
 BARGE_IN_LIMIT_MS = 300
+RIG_PLAYER_START_MS = 200  # pacat's start-up on a loaded machine, before the voice is in the microphone
 
 
 def _speech(text: str, tmp_path) -> np.ndarray:
@@ -45,16 +48,22 @@ def _finals(recorder: Recorder, role: str) -> list[str]:
     return [e.text for e in recorder.events if isinstance(e, TranscriptDelta) and e.final and e.role == role]
 
 
-async def _hands_free_call(tmp_path, pulse: PulseRig, echo_cancellation: bool):
+@contextlib.asynccontextmanager
+async def hands_free_call(tmp_path, echo_cancellation: bool) -> AsyncIterator[tuple[CallEngine, Recorder]]:
+    """The real engine, hands-free on the rig's devices, connected to the real local server."""
     server = start_server(tmp_path, "--mode", "assistant")
     settings = custom_settings(server.base_url, hands_free=True, echo_cancellation=echo_cancellation,
                                noise_suppression=echo_cancellation)
     engine = CallEngine(settings, audio=DeviceAudio("pulse", "pulse"), api_key=TEST_SERVER_KEY,
                         options=engine_options())
     recorder = Recorder(engine)
-    await engine.start()
-    await recorder.wait_phase(Phase.CONNECTED, 30)
-    return server, engine, recorder
+    try:
+        await engine.start()
+        await recorder.wait_phase(Phase.CONNECTED, 30)
+        yield engine, recorder
+    finally:
+        await engine.close()
+        server.stop()
 
 
 async def _ask_spaced(pulse: PulseRig, questions, speech: dict[str, np.ndarray]) -> None:
@@ -78,12 +87,8 @@ def echo_path(pulse: PulseRig):
 async def test_ten_questions_hands_free_over_an_echo_are_ten_turns_and_ten_answers(tmp_path, private_home, pulse,
                                                                                   echo_path):
     speech = {q: _speech(q, tmp_path) for q in QUESTIONS}
-    server, engine, recorder = await _hands_free_call(tmp_path, pulse, echo_cancellation=True)
-    try:
+    async with hands_free_call(tmp_path, echo_cancellation=True) as (engine, recorder):
         await _ask_spaced(pulse, QUESTIONS, speech)
-    finally:
-        await engine.close()
-        server.stop()
     said = [normalize(t) for t in _finals(recorder, "user")]
     answered = _finals(recorder, "assistant")
     report = f"\nasked: {list(QUESTIONS)}\nheard: {said}\nanswered: {answered}"
@@ -99,8 +104,7 @@ async def test_ten_questions_hands_free_over_an_echo_are_ten_turns_and_ten_answe
 async def test_a_question_over_a_long_answer_stops_it_fast_and_is_answered(tmp_path, private_home, pulse, echo_path):
     long_question, interruption = "what can you do", "what is two plus two"
     speech = {q: _speech(q, tmp_path) for q in (long_question, interruption)}
-    server, engine, recorder = await _hands_free_call(tmp_path, pulse, echo_cancellation=True)
-    try:
+    async with hands_free_call(tmp_path, echo_cancellation=True) as (engine, recorder):
         pulse.play_into_mic(speech[long_question])
         await recorder.wait_for(lambda e: isinstance(e, AssistantSpeaking) and e.speaking, 30)
         await asyncio.sleep(3.5)  # well into the answer (~8 s long): the canceller has settled on it
@@ -110,10 +114,8 @@ async def test_a_question_over_a_long_answer_stops_it_fast_and_is_answered(tmp_p
         stopped_ms = (time.monotonic() - spoke) * 1000
         expected = Responder().answer(interruption, []).text
         await recorder.wait_for(lambda e: isinstance(e, TranscriptDelta) and e.final and e.text == expected, 30)
-    finally:
-        await engine.close()
-        server.stop()
-    assert stopped_ms <= BARGE_IN_LIMIT_MS + 200, f"Sandra went on {stopped_ms:.0f} ms after the user spoke"
+    # Timed from starting the rig's player, which takes up to ~0.2 s to sound in the microphone.
+    assert stopped_ms <= BARGE_IN_LIMIT_MS + RIG_PLAYER_START_MS, f"Sandra went on {stopped_ms:.0f} ms after the user spoke"
     assert normalize(interruption) in [normalize(t) for t in _finals(recorder, "user")]
 
 
@@ -121,12 +123,8 @@ async def test_without_echo_cancellation_the_same_rig_makes_sandra_answer_hersel
                                                                                  echo_path):
     questions = QUESTIONS[:3]
     speech = {q: _speech(q, tmp_path) for q in questions}
-    server, engine, recorder = await _hands_free_call(tmp_path, pulse, echo_cancellation=False)
-    try:
+    async with hands_free_call(tmp_path, echo_cancellation=False) as (engine, recorder):
         await _ask_spaced(pulse, questions, speech)
-    finally:
-        await engine.close()
-        server.stop()
     said = _finals(recorder, "user")
     cuts = [e for e in recorder.events if isinstance(e, ServerEvent) and e.type == "output_audio_buffer.cleared"]
     # Her own voice comes back as speech: extra turns, or answers cut by her own echo.
