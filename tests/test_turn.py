@@ -185,3 +185,13 @@ def test_a_new_connection_drops_whatever_turn_was_in_progress(phase):
     turn = Turn(phase=phase, answer_wanted_at=1.0, muted_until=9.0)
     turn.reset()
     assert turn.phase is Phase.IDLE and turn.answer_wanted_at is None and turn.accepts_audio(0.0)
+
+
+def test_an_answer_given_through_a_tool_is_still_timed_from_the_release():
+    turn = Turn()
+    x11_hold(turn, 0.0, 1.0)
+    call = p.FunctionCall("c1", "get_time", "{}", "r1")
+    turn.on_server_event(p.ResponseDone("completed", calls=(call,), id="r1"), 1.3)
+    assert turn.phase is Phase.WAITING  # the answer comes after the tool's output
+    turn.on_server_event(p.AudioStarted(), 1.5)
+    assert turn.answer_audible(1.6).latency_ms == pytest.approx(600)

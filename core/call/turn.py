@@ -277,7 +277,8 @@ class Turn:
             self._move(I.AUDIO_STOPPED)
             return NOTHING
         if isinstance(event, ResponseDone):
-            if self._move(I.RESPONSE_DONE) is not None:
+            # A response that only called tools is not the answer: that comes after their outputs.
+            if not event.calls and self._move(I.RESPONSE_DONE) is not None:
                 self.answer_wanted_at = None
             return NOTHING
         if isinstance(event, ServerError) and self.phase is Phase.WAITING and self.answer_wanted_at is not None:
