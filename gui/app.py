@@ -24,9 +24,13 @@ import dataclasses
 from base.errors import ConfigError
 from core import config
 from core.config import Settings, SettingsChange, load_settings
-from gui.call_session import CallSession, Engine
+from core.tools.builtin import Timers, builtin_tools
+from core.tools.registry import ToolRegistry
+from gui.call_session import CallSession, CallTools, Engine
 from gui.engine_bridge import EngineBridge
 from gui.main_window import LatencyStats, MainWindow
+from gui.notifier import Notifier
+from gui.tool_prompt import ToolPrompter
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,28 @@ def build_window(
         window.banner.show_problem(" ".join(settings.load_warnings), False)
     window.settings_requested.connect(lambda: session.spawn(open_settings(window), "open the settings"))
     session.key_needed.connect(lambda provider: session.spawn(ask_for_key(window, provider), "ask for the API key"))
+    install_tools(window)
     return window
+
+
+def install_tools(window: MainWindow) -> Notifier:
+    """The built-in tools for the window's calls: timers ring through the notifier, tools that
+    change something ask in the window first; MCP servers join the same registry per call."""
+    session = window.session
+    notifier = Notifier(lambda: session.settings.output_device, lambda title, text: _show_elsewhere(window, title, text))
+    registry = ToolRegistry()
+    registry.add(builtin_tools(Timers(on_ring=notifier.on_ring)))
+    session.tools = CallTools(registry, ToolPrompter(window, session.remember_approval).approve)
+    window.destroyed.connect(notifier.close)
+    return notifier
+
+
+def _show_elsewhere(window: MainWindow, title: str, text: str) -> None:
+    """No desktop notification service: the tray's balloon, or the banner without a tray."""
+    if window.tray is not None:
+        window.tray.icon.showMessage(title, text)
+    else:
+        window.banner.show_hint(f"{title}: {text}")
 
 
 class _FirstPaint(QObject):
