@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import webbrowser
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt
@@ -75,13 +76,14 @@ def build_window(
     return window
 
 
-def install_tools(window: MainWindow) -> Notifier:
+def install_tools(window: MainWindow, opener: Callable[[str], bool] = webbrowser.open) -> Notifier:
     """The built-in tools for the window's calls: timers ring through the notifier, tools that
-    change something ask in the window first; MCP servers join the same registry per call."""
+    change something ask in the window first; MCP servers join the same registry per call.
+    `opener` is the web browser (a test passes a recorder)."""
     session = window.session
     notifier = Notifier(lambda: session.settings.output_device, lambda title, text: _show_elsewhere(window, title, text))
     registry = ToolRegistry()
-    registry.add(builtin_tools(Timers(on_ring=notifier.on_ring)))
+    registry.add(builtin_tools(Timers(on_ring=notifier.on_ring), opener))
     session.tools = CallTools(registry, ToolPrompter(window, session.remember_approval).approve)
     window.destroyed.connect(notifier.close)
     return notifier
