@@ -85,7 +85,6 @@ def install_tools(window: MainWindow, opener: Callable[[str], bool] = webbrowser
     registry = ToolRegistry()
     registry.add(builtin_tools(Timers(on_ring=notifier.on_ring), opener))
     session.tools = CallTools(registry, ToolPrompter(window, session.remember_approval).approve)
-    window.destroyed.connect(notifier.close)
     return notifier
 
 
@@ -240,8 +239,9 @@ async def open_settings(window: MainWindow) -> None:
     loop = asyncio.get_running_loop()
     keys = await loop.run_in_executor(None, config.stored_keys)
     turn_password = await loop.run_in_executor(None, config.get_turn_password)
+    headers = await loop.run_in_executor(None, config.mcp_header_values, window.session.settings.mcp_servers)
     note = window.hotkey.message if window.hotkey is not None else ""
-    dialog = SettingsDialog(window.session.settings, StoredSecrets(keys, turn_password or ""), window,
+    dialog = SettingsDialog(window.session.settings, StoredSecrets(keys, turn_password or "", headers), window,
                             hotkey_note=note)
     dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     dialog.submitted.connect(lambda change: window.session.spawn(_save_from(dialog, window, change),

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # numpy loads on the first ring, not before the window's first paint
@@ -92,14 +92,15 @@ class Notifier:
         self._fallback = fallback  # (title, text): the tray's balloon or the banner
         self._notify = notify
         self._play = play
-        self._player = ThreadPoolExecutor(1, thread_name_prefix="chime")
         self._sound: np.ndarray | None = None  # made on the first ring, on the worker thread
 
     def on_ring(self, label: str) -> None:
         """On the loop's thread: the chime and the notification go to the worker thread."""
         loop = asyncio.get_running_loop()
         title, text = "Timer", f"{label}: time is up." if label else "Your timer is up."
-        self._player.submit(self._ring, loop, title, text, self._output_device())
+        # A daemon thread per ring (rings are rare): a sound server that hangs the chime never holds up the exit.
+        threading.Thread(target=self._ring, args=(loop, title, text, self._output_device()), name="chime",
+                         daemon=True).start()
 
     def _ring(self, loop: asyncio.AbstractEventLoop, title: str, text: str, device: str | None) -> None:
         try:
@@ -112,6 +113,3 @@ class Notifier:
         if self._sound is None:
             self._sound = chime()
         self._play(self._sound, device)
-
-    def close(self) -> None:
-        self._player.shutdown(wait=False, cancel_futures=True)

@@ -117,22 +117,19 @@ async def test_a_ring_notifies_off_the_loop_and_falls_back_without_a_service(
     notifier = Notifier(lambda: "speaker-1",
                         lambda title, text: fallbacks.append((title, text, threading.get_ident())),
                         play=lambda sound, device: played.append((threading.get_ident(), device)))
-    try:
-        notifier.on_ring("tea")  # nobody serves notifications yet: the fallback says it, on the loop
-        for _ in range(100):
-            if fallbacks and played:
-                break
-            await asyncio.sleep(0.05)
-        assert fallbacks == [("Timer", "tea: time is up.", loop_thread)]
-        assert played and played[0][0] != loop_thread and played[0][1] == "speaker-1"
+    notifier.on_ring("tea")  # nobody serves notifications yet: the fallback says it, on the loop
+    for _ in range(100):
+        if fallbacks and played:
+            break
+        await asyncio.sleep(0.05)
+    assert fallbacks == [("Timer", "tea: time is up.", loop_thread)]
+    assert played and played[0][0] != loop_thread and played[0][1] == "speaker-1"
 
-        session_bus.start()
-        notifier.on_ring("")
-        for _ in range(100):
-            if session_bus.calls and len(played) == 2:
-                break
-            await asyncio.sleep(0.05)
-        assert [body[3:5] for _sig, body in session_bus.calls] == [("Timer", "Your timer is up.")]
-        assert len(fallbacks) == 1
-    finally:
-        notifier.close()
+    session_bus.start()
+    notifier.on_ring("")
+    for _ in range(100):
+        if session_bus.calls and len(played) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [body[3:5] for _sig, body in session_bus.calls] == [("Timer", "Your timer is up.")]
+    assert len(fallbacks) == 1
