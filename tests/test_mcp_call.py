@@ -99,6 +99,10 @@ class ScriptedModel:
         self._send({"type": "response.done", "response": {"id": f"resp_{n}", "object": "realtime.response",
                                                            "status": "completed", "output": []}})
 
+    def audio_done(self) -> None:
+        """The answer's audio has finished playing (what `talk` waits for before its next turn)."""
+        self._send({"type": "output_audio_buffer.stopped", "response_id": f"resp_{next(self._ids)}"})
+
     def tool_names(self) -> list[list[str]]:
         """The tool list of every session.update that named tools, in order."""
         return [[tool["name"] for tool in e["session"]["tools"]] for e in self.received()

@@ -79,3 +79,59 @@ def test_talk_hands_free_the_server_hears_the_end_of_speech(tmp_path):
     assert summary["user"] == ["what is your name"], summary
     assert "Sandra" in summary["assistant"][0]
     assert summary["latency"]["response_latency"]["count"] == 1
+
+
+def test_talk_typed_turns_are_answered_in_turn_with_tools_in_voice_and_text(tmp_path):
+    answer, events = tmp_path / "answer.wav", tmp_path / "events.jsonl"
+    result = _talk(["--provider", "local", "--text", "what is three plus four", "--text", "set a timer for two seconds",
+                    "--out", str(answer), "--events", str(events)], tmp_path / "home")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["user"] == ["what is three plus four", "set a timer for two seconds"], summary
+    assert "7" in summary["assistant"][0] and "timer" in summary["assistant"][1].lower(), summary
+    assert [(tool["name"], tool["failed"]) for tool in summary["tools"]] == [("calculate", False), ("set_timer", False)]
+    assert json.loads(summary["tools"][1]["arguments"])["seconds"] == 2
+    assert is_audible(read_wav(answer)), "answer.wav holds no speech"
+    # The first answer came before the second question went out: the stderr lines are in order.
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("user:", "assistant:"))]
+    assert [line.split(":")[0] for line in lines] == ["user", "assistant", "user", "assistant"], lines
+    tool_lines = [json.loads(line) for line in events.read_text().splitlines() if '"tool"' in line]
+    assert [(t["name"], t["output"] is None) for t in tool_lines] == [
+        ("calculate", True), ("calculate", False), ("set_timer", True), ("set_timer", False)]
+    transcripts = list((tmp_path / "home" / "d").rglob("*.jsonl"))
+    assert len(transcripts) == 1 and "set a timer for two seconds" in transcripts[0].read_text()
+
+
+def test_talk_refuses_side_effecting_tools_unless_allowed(tmp_path):
+    """A scripted model asks to open a page twice; only --allow-tools lets it run (the browser is `true`)."""
+    import asyncio
+
+    from rig.hostile_server import HostileServer
+    from test_mcp_call import HOSTILE_KEY, ScriptedModel
+
+    async def call(allow: list[str]) -> tuple[dict, str]:
+        async with HostileServer(api_key=HOSTILE_KEY) as server:
+            home = tmp_path / f"home-{len(allow)}"
+            talk = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "main.py"), "talk", "--provider", server.base_url,
+                "--text", "open example.org", *allow, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / "c"), XDG_DATA_HOME=str(home / "d"),
+                         XDG_STATE_HOME=str(home / "s"), XDG_CACHE_HOME=str(home / "k"), SANDRA_API_KEY=HOSTILE_KEY,
+                         BROWSER="true"))
+            try:
+                model = ScriptedModel(await server.next_peer(30))
+                await model.wait_received(lambda e: e["type"] == "session.update", 10, "the session's tools")
+                assert "open_url" in model.tool_names()[0] and "set_timer" in model.tool_names()[0]
+                await model.wait_received(lambda e: e["type"] == "response.create", 10, "the typed turn")
+                output = await model.output_of(model.call("open_url", {"url": "https://example.org/"}))
+                model.answer("Done.")
+                model.audio_done()
+            finally:
+                _, err = await talk.communicate()
+            return output, err.decode()
+
+    refused, err = asyncio.run(call([]))
+    assert "did not allow open_url" in refused["error"], refused
+    assert "refused open_url (allow it with --allow-tools open_url)" in err
+    allowed, _ = asyncio.run(call(["--allow-tools", "calculate,open_url"]))
+    assert allowed == {"opened": "https://example.org/"}
