@@ -119,6 +119,7 @@ class CallSession(QObject):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.tools = tools  # None: the factory is called without tools (no tool is offered)
         self._mcp: McpBridge | None = None  # the MCP servers of the current call
+        bridge.state_changed.connect(self._on_state)
         if engine is not None:
             self._adopt(engine)
 
@@ -205,6 +206,10 @@ class CallSession(QObject):
         self._mcp = module.McpBridge(servers, self.tools.registry, self._mcp_problem, header_values=headers)
         await self._mcp.start()
 
+    def _on_state(self, state: CallState) -> None:
+        if state.phase is Phase.ENDED and self._mcp is not None:  # a call that ended by itself too
+            self.spawn(self._stop_mcp(), "stop the MCP servers")
+
     def _mcp_problem(self, message: str) -> None:
         self.bridge.feed(Problem(message, fatal=False))
 
@@ -214,9 +219,8 @@ class CallSession(QObject):
             await mcp.stop()
 
     def hang_up(self) -> None:
-        if self._engine is not None:
+        if self._engine is not None:  # the call's end (ENDED) stops the MCP servers
             self.spawn(self._engine.hang_up(), "hang up")
-        self.spawn(self._stop_mcp(), "stop the MCP servers")
 
     def send_text(self, text: str) -> bool:
         """A typed turn; False (nothing sent) when no call is connected to take it."""

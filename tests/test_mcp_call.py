@@ -263,3 +263,23 @@ async def test_an_mcp_server_that_cannot_start_is_reported_and_the_call_goes_on(
             assert "result" in await model.output_of(model.call("calculate", {"expression": "1 + 1"}))
         finally:
             await harness.session.close()
+
+
+async def test_hanging_up_stops_the_mcp_servers_and_a_new_call_starts_them_again(
+        tmp_path: Path, private_home: Path) -> None:
+    registry = _builtin_registry()
+    async with HostileServer(api_key=HOSTILE_KEY) as server:
+        harness = Session(tmp_path, _mcp_settings(server.base_url), registry)
+        session = harness.session
+        try:
+            session.connect_call()
+            await until(lambda: "test__add" in registry.names(), 20, "the MCP server's tools are offered")
+            session.hang_up()
+            await until(lambda: not any(n.startswith("test__") for n in registry.names()), 20,
+                        "hanging up stops the MCP server")
+            assert harness.problems == []  # a server stopped on purpose is no problem
+            session.connect_call()
+            await until(lambda: "test__add" in registry.names(), 20, "the next call starts it again")
+        finally:
+            await session.close()
+    assert not any(name.startswith("test__") for name in registry.names())
