@@ -80,8 +80,9 @@ class McpServerSettings:
         if not isinstance(data, dict) or not set(data) <= {f.name for f in dataclasses.fields(cls)}:
             return None
         env = data.get("env", {})
-        if not isinstance(env, dict):
-            return None
+        lists = (data.get("args", []), data.get("disabled_tools", []))
+        if not isinstance(env, dict) or not all(isinstance(value, list) for value in lists):
+            return None  # tuple("text") would split a string into letters
         try:
             server = cls(**{**data, "args": tuple(data.get("args", ())), "env": tuple(env.items()),
                             "disabled_tools": tuple(data.get("disabled_tools", ()))})

@@ -283,3 +283,39 @@ async def test_hanging_up_stops_the_mcp_servers_and_a_new_call_starts_them_again
         finally:
             await session.close()
     assert not any(name.startswith("test__") for name in registry.names())
+
+
+# ---- MCP servers in the settings file ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("saved, loaded", [
+    ([{"name": "files", "command": "mcp-files", "args": ["-v"], "env": {"A": "1"}}],
+     (McpServerSettings("files", command="mcp-files", args=("-v",), env=(("A", "1"),)),)),
+    ([{"name": "web", "transport": "http", "url": "https://h/mcp", "disabled_tools": ["x"], "enabled": False}],
+     (McpServerSettings("web", transport="http", url="https://h/mcp", disabled_tools=("x",), enabled=False),)),
+    ([{"name": "", "command": "x"}], None),  # no name
+    ([{"name": "a", "transport": "carrier-pigeon"}], None),
+    ([{"name": "a", "args": "not a list"}], None),
+    ([{"name": "a", "env": {"A": 1}}], None),
+    ([{"name": "a", "surprise": True}], None),
+    ([{"name": "a"}, {"name": "a"}], None),  # two servers of one name: their tools would clash
+    ({"name": "a"}, None),
+])
+def test_saved_mcp_servers_load_or_are_reset_with_a_warning(tmp_path: Path, saved: Any, loaded: Any) -> None:
+    from core.config import load_settings
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"mcp_servers": saved, "tool_approvals": [["open_url", "always"]]}))
+    settings = load_settings(path)
+    assert settings.mcp_servers == (loaded or ())
+    assert bool(settings.load_warnings) == (loaded is None)
+    assert settings.approval("open_url") == "always" and settings.approval("get_time") == "ask"
+
+
+def test_an_unknown_approval_policy_is_reset(tmp_path: Path) -> None:
+    from core.config import load_settings
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"tool_approvals": [["open_url", "sometimes"]]}))
+    settings = load_settings(path)
+    assert settings.tool_approvals == () and settings.load_warnings
