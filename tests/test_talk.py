@@ -27,14 +27,15 @@ def _talk(args: list[str], home: Path, **env_overrides: str) -> subprocess.Compl
 
 
 def test_talk_local_push_to_talk_turn(tmp_path):
-    question = make_speech_wav("what time is it", tmp_path / "question.wav")
+    # Not a question a built-in tool answers (talk declares them): see the xfail test below for that.
+    question = make_speech_wav("what is your name", tmp_path / "question.wav")
     answer, events = tmp_path / "answer.wav", tmp_path / "events.jsonl"
     result = _talk(["--provider", "local", "--wav", str(question), "--out", str(answer), "--events", str(events)],
                    tmp_path / "home")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert any("time" in said for said in summary["user"]), summary
-    assert summary["assistant"] and summary["assistant"][0].startswith("It is"), summary
+    assert summary["user"] == ["what is your name"], summary
+    assert summary["assistant"] and "Sandra" in summary["assistant"][0], summary
     assert summary["reconnects"] == 0
     assert is_audible(read_wav(answer)), "answer.wav holds no speech"
 
@@ -48,7 +49,19 @@ def test_talk_local_push_to_talk_turn(tmp_path):
     assert "Traceback" not in result.stderr
     # the conversation is on disk too
     transcripts = list((tmp_path / "home" / "d").rglob("*.jsonl"))
-    assert len(transcripts) == 1 and "what time is it" in transcripts[0].read_text()
+    assert len(transcripts) == 1 and "what is your name" in transcripts[0].read_text()
+
+
+@pytest.mark.xfail(strict=True, reason="core/call/turn.py: the response.done of a response that only called "
+                                       "tools ends the wait, so the spoken answer after the tool is not timed")
+def test_talk_a_spoken_question_answered_through_a_tool_is_timed(tmp_path):
+    question = make_speech_wav("what time is it", tmp_path / "question.wav")
+    result = _talk(["--provider", "local", "--wav", str(question)], tmp_path / "home")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [tool["name"] for tool in summary["tools"]] == ["get_time"], summary
+    assert summary["assistant"] and summary["assistant"][0].startswith("It is"), summary
+    assert summary["latency"]["response_latency"]["count"] == 1, summary["latency"]
 
 
 def test_talk_wrong_key_fails_at_once_with_one_clear_line(tmp_path):
