@@ -13,7 +13,6 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
@@ -22,7 +21,6 @@ from core.call.events import ToolActivity
 from core.config import Settings
 from core.tools.registry import Tool
 from gui.app import application, build_window, install_tools, run_window
-from gui.call_session import CallSession
 from gui.conversation_view import ConversationView
 from gui.main_window import MainWindow
 from gui.tool_prompt import Choice, ToolPrompt, ToolPrompter
@@ -148,10 +146,6 @@ def test_open_url_waits_for_approval_and_does_nothing_when_refused(
             await close_and_wait(window, running)
 
     run_on_qasync(scenario())
-
-
-async def _refuse(tool: Tool, arguments: Any) -> bool:
-    return False
 
 
 def test_a_prompt_whose_wait_is_cancelled_closes(qtbot) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from core.call.engine import CallEngine
-from core.call.events import Problem, ToolActivity
+from core.call.events import ToolActivity
 from core.call.state import Phase
 from core.config import McpServerSettings, Secrets, Settings
 from core.tools.builtin import Timers, builtin_tools
