@@ -198,9 +198,10 @@ class CallSession(QObject):
         servers = tuple(server for server in self.settings.mcp_servers if server.enabled)
         if self.tools is None or not servers or self._mcp is not None:
             return
-        loop = asyncio.get_running_loop()
-        module = await loop.run_in_executor(None, importlib.import_module, "core.tools.mcp_bridge")
-        headers = await loop.run_in_executor(None, mcp_header_values, servers)
+        # On the loop's thread, though it takes ~1.3 s once: importing the `mcp` package on a worker
+        # thread while Qt runs crashed the process (measured in tests/test_mcp_call.py after a window test).
+        module = importlib.import_module("core.tools.mcp_bridge")
+        headers = await asyncio.get_running_loop().run_in_executor(None, mcp_header_values, servers)
         if self._mcp is not None:  # another connect got here first
             return
         self._mcp = module.McpBridge(servers, self.tools.registry, self._mcp_problem, header_values=headers)

@@ -102,7 +102,9 @@ class ToolPrompter:
             self.open.remove(prompt)
             prompt.answered.disconnect()
             prompt.close()
-            prompt.deleteLater()
+            # Unparented, it goes with its last reference; a deleteLater could wait for an
+            # event-loop pass that comes only after the loop it was posted from has gone.
+            prompt.setParent(None)
         log.info("tool %s: the user chose %s", tool.name, choice.value)
         if choice is Choice.SESSION:
             self._session_allowed.add(tool.name)

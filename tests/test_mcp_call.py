@@ -33,6 +33,7 @@ from gui.call_session import CallSession, CallTools
 from gui.engine_bridge import EngineBridge
 from rig.engine_helpers import Recorder, custom_settings, engine_options, tone_audio
 from rig.hostile_server import HostilePeer, HostileServer
+from test_gui_e2e import run_on_qasync
 from test_wire_shapes import all_problems
 
 pytestmark = pytest.mark.timeout(90)
@@ -209,8 +210,8 @@ def _mcp_settings(base_url: str) -> Settings:
     return custom_settings(base_url, mcp_servers=(server,))
 
 
-async def test_an_mcp_tool_called_by_the_model_reaches_the_server_and_killing_it_withdraws_its_tools(
-        tmp_path: Path, private_home: Path) -> None:
+async def _mcp_reached_then_killed(
+        tmp_path: Path) -> None:
     registry = _builtin_registry()
     async with HostileServer(api_key=HOSTILE_KEY) as server:
         harness = Session(tmp_path, _mcp_settings(server.base_url), registry)
@@ -248,8 +249,14 @@ async def test_an_mcp_tool_called_by_the_model_reaches_the_server_and_killing_it
     assert not [name for name in registry.names() if name.startswith("test__")]
 
 
-async def test_an_mcp_server_that_cannot_start_is_reported_and_the_call_goes_on(
+def test_an_mcp_tool_called_by_the_model_reaches_the_server_and_killing_it_withdraws_its_tools(
         tmp_path: Path, private_home: Path) -> None:
+    run_on_qasync(_mcp_reached_then_killed(tmp_path))  # Qt and asyncio on one thread, as in the app
+
+
+
+async def _mcp_cannot_start(
+        tmp_path: Path) -> None:
     registry = _builtin_registry()
     broken = McpServerSettings("broken", command=str(tmp_path / "no-such-server"))
     async with HostileServer(api_key=HOSTILE_KEY) as server:
@@ -265,8 +272,14 @@ async def test_an_mcp_server_that_cannot_start_is_reported_and_the_call_goes_on(
             await harness.session.close()
 
 
-async def test_hanging_up_stops_the_mcp_servers_and_a_new_call_starts_them_again(
+def test_an_mcp_server_that_cannot_start_is_reported_and_the_call_goes_on(
         tmp_path: Path, private_home: Path) -> None:
+    run_on_qasync(_mcp_cannot_start(tmp_path))  # Qt and asyncio on one thread, as in the app
+
+
+
+async def _mcp_follows_the_call(
+        tmp_path: Path) -> None:
     registry = _builtin_registry()
     async with HostileServer(api_key=HOSTILE_KEY) as server:
         harness = Session(tmp_path, _mcp_settings(server.base_url), registry)
@@ -283,6 +296,12 @@ async def test_hanging_up_stops_the_mcp_servers_and_a_new_call_starts_them_again
         finally:
             await session.close()
     assert not any(name.startswith("test__") for name in registry.names())
+
+
+def test_hanging_up_stops_the_mcp_servers_and_a_new_call_starts_them_again(
+        tmp_path: Path, private_home: Path) -> None:
+    run_on_qasync(_mcp_follows_the_call(tmp_path))  # Qt and asyncio on one thread, as in the app
+
 
 
 # ---- MCP servers in the settings file ----------------------------------------------------------
