@@ -40,9 +40,9 @@ install_system_packages() {
 # Only the tests need these: a private PulseAudio with virtual devices, test speech (espeak-ng,
 # sox), X servers and a real desktop (Xvfb, openbox, xdotool, ImageMagick, xset), Chromium for
 # the browser-interop test, binutils for the bundle build, Prometheus (promtool and a real
-# scrape of the metrics receiver).
+# scrape of the metrics receiver), dbus (a private session bus for the desktop-notification test).
 [ "$mode" != app ] && apt_packages+=(pulseaudio pulseaudio-utils espeak-ng sox xvfb xauth chromium binutils openbox
-  xdotool imagemagick x11-xserver-utils prometheus)
+  xdotool imagemagick x11-xserver-utils prometheus dbus)
 install_system_packages "${apt_packages[@]}"
 
 py=${PYTHON:-python3}

@@ -30,6 +30,7 @@ SETTINGS_VERSION = 1
 KEYRING_SERVICE = "sandra-desktop"
 # Keyring user name for the TURN password, beside one entry per provider name.
 TURN_KEYRING_USER = "turn"
+MCP_KEYRING_PREFIX = "mcp:"  # + the server's name: the keyring user of its HTTP header value
 ENV_API_KEY = "SANDRA_API_KEY"
 ENV_TURN_PASSWORD = "SANDRA_TURN_PASSWORD"
 MAX_RETENTION_DAYS = 36_500
@@ -47,6 +48,57 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eagerness": ("auto", "low", "medium", "high"),
     "noise_reduction": ("", "near_field", "far_field"),
 }
+
+
+MCP_TRANSPORTS = ("stdio", "http")
+# When a side-effecting tool may run without asking (core.tools.registry.ApprovalPolicy's values).
+APPROVAL_POLICIES = ("ask", "session", "always")
+
+
+@dataclass(frozen=True)
+class McpServerSettings:
+    """One MCP server the user configured (Settings → Tools); started by core/tools/mcp_bridge.py."""
+
+    name: str  # shown to the user and the prefix of its tools' names
+    transport: str = "stdio"  # "stdio" or "http" (streamable HTTP)
+    command: str = ""  # stdio
+    args: tuple[str, ...] = ()  # stdio
+    env: tuple[tuple[str, str], ...] = ()  # stdio, (name, value) over the default environment
+    url: str = ""  # http
+    header_name: str = ""  # http, e.g. "Authorization"; its value is a secret, kept in the keyring
+    enabled: bool = True  # off: the server is not started and offers no tool
+    disabled_tools: tuple[str, ...] = ()  # the server's own tool names left out
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["env"] = dict(self.env)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> McpServerSettings | None:
+        """The server a saved object describes; None if it is not one (wrong keys or types)."""
+        if not isinstance(data, dict) or not set(data) <= {f.name for f in dataclasses.fields(cls)}:
+            return None
+        env = data.get("env", {})
+        lists = (data.get("args", []), data.get("disabled_tools", []))
+        if not isinstance(env, dict) or not all(isinstance(value, list) for value in lists):
+            return None  # tuple("text") would split a string into letters
+        try:
+            server = cls(**{**data, "args": tuple(data.get("args", ())), "env": tuple(env.items()),
+                            "disabled_tools": tuple(data.get("disabled_tools", ()))})
+        except TypeError:
+            return None
+        return server if server.valid() else None
+
+    def valid(self) -> bool:
+        def strings(values: Any) -> bool:
+            return isinstance(values, tuple) and all(isinstance(v, str) for v in values)
+
+        return (isinstance(self.name, str) and bool(self.name.strip()) and self.transport in MCP_TRANSPORTS
+                and all(isinstance(v, str) for v in (self.command, self.url, self.header_name))
+                and isinstance(self.enabled, bool) and strings(self.args) and strings(self.disabled_tools)
+                and isinstance(self.env, tuple) and all(isinstance(pair, tuple) and len(pair) == 2 and strings(pair)
+                                                        for pair in self.env))
 
 
 @dataclass(frozen=True)
@@ -82,13 +134,21 @@ class Settings:
     echo_in_push_to_talk: bool = False  # push-to-talk usually needs none (Sandra is quiet while you hold)
     close_to_tray: bool = False  # the window's close button hides it to the tray (issue #18)
     global_ptt_key: str = "Ctrl+Alt+Space"  # push-to-talk while another app has focus; "" = off
+    # Tools (issue #17): MCP servers started with each call, and the tools the user always allows.
+    mcp_servers: tuple[McpServerSettings, ...] = ()
+    tool_approvals: tuple[tuple[str, str], ...] = ()  # (tool name, one of APPROVAL_POLICIES)
     # Problems met while loading, for the window to show; never saved.
     load_warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in _SAVED_FIELDS}
+        data["mcp_servers"] = [server.to_json() for server in self.mcp_servers]
         data["version"] = SETTINGS_VERSION
         return data
+
+    def approval(self, tool: str) -> str:
+        """The approval policy saved for a tool ("ask" when none is)."""
+        return dict(self.tool_approvals).get(tool, "ask")
 
 
 _SAVED_FIELDS = tuple(f for f in dataclasses.fields(Settings) if f.name != "load_warnings")
@@ -106,7 +166,25 @@ def _valid(name: str, value: Any) -> bool:
         return isinstance(value, bool)
     if name in ("input_device", "output_device", "window_geometry"):
         return value is None or isinstance(value, str)
+    if name == "mcp_servers":
+        names = [server.name for server in value] if isinstance(value, tuple) else []
+        return (isinstance(value, tuple) and all(isinstance(s, McpServerSettings) and s.valid() for s in value)
+                and len(set(names)) == len(names))
+    if name == "tool_approvals":
+        return isinstance(value, tuple) and all(
+            isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and pair[1] in APPROVAL_POLICIES
+            for pair in value)
     return isinstance(value, str)
+
+
+def _decode(name: str, value: Any) -> Any:
+    """A saved JSON value as the field's type (lists become tuples); invalid shapes stay invalid."""
+    if name == "mcp_servers" and isinstance(value, list):
+        servers = [McpServerSettings.from_json(item) for item in value]
+        return None if None in servers else tuple(servers)
+    if name == "tool_approvals" and isinstance(value, list):
+        return tuple(tuple(pair) if isinstance(pair, list) else pair for pair in value)
+    return value
 
 
 def settings_path() -> Path:
@@ -154,7 +232,7 @@ def load_settings(path: Path | None = None) -> Settings:
     for f in _SAVED_FIELDS:
         if f.name not in data:
             continue
-        value = data[f.name]
+        value = _decode(f.name, data[f.name])
         if _valid(f.name, value):
             values[f.name] = value
         else:
@@ -240,6 +318,7 @@ class SettingsChange:
     settings: Settings
     api_keys: dict[str, str] = field(default_factory=dict, repr=False)
     turn_password: str | None = field(default=None, repr=False)
+    mcp_headers: dict[str, str] = field(default_factory=dict, repr=False)  # MCP server name -> header value
 
 
 def persist(change: SettingsChange, path: Path | None = None) -> None:
@@ -257,7 +336,23 @@ def persist(change: SettingsChange, path: Path | None = None) -> None:
             set_turn_password(change.turn_password)
         else:
             delete_turn_password()
+    for server, value in change.mcp_headers.items():
+        if value:
+            _keyring_set(MCP_KEYRING_PREFIX + server, value, f"header of the MCP server {server!r}", "the keyring")
+        else:
+            _keyring_delete(MCP_KEYRING_PREFIX + server)
     save_settings(change.settings, path)
+
+
+def mcp_header_values(servers: tuple[McpServerSettings, ...]) -> dict[str, str]:
+    """The stored header value of each HTTP server that names a header. Blocking: off the loop."""
+    values = {}
+    for server in servers:
+        if server.transport == "http" and server.header_name:
+            value = _keyring_get(MCP_KEYRING_PREFIX + server.name)
+            if value:
+                values[server.name] = value
+    return values
 
 _NO_KEYRING = (
     "No usable system keyring was found to keep the {what} safe. Install or unlock one "

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import webbrowser
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt
@@ -25,9 +26,13 @@ from base.errors import ConfigError
 from core import config
 from core.config import Settings, SettingsChange, load_settings
 from gui import crash_guard
-from gui.call_session import CallSession, Engine
+from core.tools.builtin import Timers, builtin_tools
+from core.tools.registry import ToolRegistry
+from gui.call_session import CallSession, CallTools, Engine
 from gui.engine_bridge import EngineBridge
 from gui.main_window import LatencyStats, MainWindow
+from gui.notifier import Notifier
+from gui.tool_prompt import ToolPrompter
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +73,28 @@ def build_window(
         window.banner.show_problem(" ".join(settings.load_warnings), False)
     window.settings_requested.connect(lambda: session.spawn(open_settings(window), "open the settings"))
     session.key_needed.connect(lambda provider: session.spawn(ask_for_key(window, provider), "ask for the API key"))
+    install_tools(window)
     return window
+
+
+def install_tools(window: MainWindow, opener: Callable[[str], bool] = webbrowser.open) -> Notifier:
+    """The built-in tools for the window's calls: timers ring through the notifier, tools that
+    change something ask in the window first; MCP servers join the same registry per call.
+    `opener` is the web browser (a test passes a recorder)."""
+    session = window.session
+    notifier = Notifier(lambda: session.settings.output_device, lambda title, text: _show_elsewhere(window, title, text))
+    registry = ToolRegistry()
+    registry.add(builtin_tools(Timers(on_ring=notifier.on_ring), opener))
+    session.tools = CallTools(registry, ToolPrompter(window, session.remember_approval).approve)
+    return notifier
+
+
+def _show_elsewhere(window: MainWindow, title: str, text: str) -> None:
+    """No desktop notification service: the tray's balloon, or the banner without a tray."""
+    if window.tray is not None:
+        window.tray.icon.showMessage(title, text)
+    else:
+        window.banner.show_hint(f"{title}: {text}")
 
 
 class _FirstPaint(QObject):
@@ -215,8 +241,9 @@ async def open_settings(window: MainWindow) -> None:
     loop = asyncio.get_running_loop()
     keys = await loop.run_in_executor(None, config.stored_keys)
     turn_password = await loop.run_in_executor(None, config.get_turn_password)
+    headers = await loop.run_in_executor(None, config.mcp_header_values, window.session.settings.mcp_servers)
     note = window.hotkey.message if window.hotkey is not None else ""
-    dialog = SettingsDialog(window.session.settings, StoredSecrets(keys, turn_password or ""), window,
+    dialog = SettingsDialog(window.session.settings, StoredSecrets(keys, turn_password or "", headers), window,
                             hotkey_note=note)
     dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     dialog.submitted.connect(lambda change: window.session.spawn(_save_from(dialog, window, change),

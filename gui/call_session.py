@@ -3,7 +3,10 @@
 Creates the engine lazily (core.call.engine pulls in aiortc and av, ~0.5 s, so it is
 imported in a worker thread after the window has painted), runs the engine's
 coroutines as tracked tasks so none is left pending at exit, and turns any
-unexpected exception into a readable Problem instead of a traceback.
+unexpected exception into a readable Problem instead of a traceback. With tools
+(CallTools: one registry shared by every engine of the window and its MCP bridge),
+the MCP servers in Settings start when a call starts and stop when it ends; their
+problems reach the banner like the engine's.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
 
@@ -20,8 +24,9 @@ import dataclasses
 
 from base.errors import ConfigError
 from core.call.events import EngineEvent, Problem
-from core.call.state import CallState
-from core.config import Secrets, Settings, SettingsChange, persist, read_secrets
+from core.call.state import CallState, Phase
+from core.config import Secrets, Settings, SettingsChange, mcp_header_values, persist, read_secrets
+from core.tools.registry import ApprovalPolicy, Approver, ToolRegistry
 from core.provider_catalog import kind as provider_kind
 from gui.engine_bridge import EngineBridge
 
@@ -45,19 +50,38 @@ class Engine(Protocol):
     async def hang_up(self) -> None: ...
     def press(self) -> None: ...
     def release(self) -> None: ...
+    def send_text(self, text: str) -> None: ...
     async def set_hands_free(self, on: bool) -> None: ...
     async def set_devices(self, input_device: str | None, output_device: str | None) -> None: ...
     async def close(self) -> None: ...
 
 
+if TYPE_CHECKING:
+    from core.tools.mcp_bridge import McpBridge
+
 SeedHistory = Sequence[dict[str, Any]]
 
 
-async def default_engine_factory(settings: Settings, secrets: Secrets, seed_history: SeedHistory = ()) -> Engine:
+@dataclass(frozen=True)
+class CallTools:
+    """What the model may call: the registry (built-in tools, then MCP servers') and who approves."""
+
+    registry: ToolRegistry
+    approve: Approver
+
+    def apply_approvals(self, settings: Settings) -> None:
+        """The policies the user saved ("always allow") onto the registry."""
+        for name, policy in settings.tool_approvals:
+            self.registry.set_policy(name, ApprovalPolicy(policy))
+
+
+async def default_engine_factory(settings: Settings, secrets: Secrets, seed_history: SeedHistory = (),
+                                 tools: CallTools | None = None) -> Engine:
     """The engine; `seed_history` (a past conversation) is what it re-seeds the server with."""
     loop = asyncio.get_running_loop()
     module = await loop.run_in_executor(None, importlib.import_module, "core.call.engine")
-    engine: Engine = module.CallEngine(settings, secrets=secrets, history=seed_history)
+    extra: dict[str, Any] = {"tools": tools.registry, "approve": tools.approve} if tools is not None else {}
+    engine: Engine = module.CallEngine(settings, secrets=secrets, history=seed_history, **extra)
     return engine
 
 
@@ -75,9 +99,10 @@ class CallSession(QObject):
         bridge: EngineBridge,
         *,
         engine: Engine | None = None,
-        factory: Callable[[Settings, Secrets, SeedHistory], Awaitable[Engine]] = default_engine_factory,
+        factory: Callable[..., Awaitable[Engine]] = default_engine_factory,
         read: Callable[[str], Secrets] = read_secrets,
         write: Callable[[SettingsChange], None] = persist,
+        tools: CallTools | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -92,6 +117,9 @@ class CallSession(QObject):
         self._engine: Engine | None = None
         self._creating: asyncio.Future[Engine] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.tools = tools  # None: the factory is called without tools (no tool is offered)
+        self._mcp: McpBridge | None = None  # the MCP servers of the current call
+        bridge.state_changed.connect(self._on_state)
         if engine is not None:
             self._adopt(engine)
 
@@ -132,7 +160,10 @@ class CallSession(QObject):
         if provider_kind(settings.provider).needs_key and not secrets.api_key:
             raise KeyMissing(settings.provider)
         seed, self._seed = self._seed, ()
-        return await self._factory(settings, secrets, seed)
+        if self.tools is None:
+            return await self._factory(settings, secrets, seed)
+        self.tools.apply_approvals(settings)
+        return await self._factory(settings, secrets, seed, self.tools)
 
     def spawn(self, coro: Awaitable[Any], what: str) -> None:
         """Run a coroutine on the loop, tracked so close() can wait for it."""
@@ -160,10 +191,52 @@ class CallSession(QObject):
     async def _connect(self) -> None:
         engine = await self.ensure_engine()
         await engine.start()
+        # After the start: the call does not wait for slow servers; their tools join by session.update.
+        await self._start_mcp()
+
+    async def _start_mcp(self) -> None:
+        servers = tuple(server for server in self.settings.mcp_servers if server.enabled)
+        if self.tools is None or not servers or self._mcp is not None:
+            return
+        # On the loop's thread, though it takes ~1.3 s once: importing the `mcp` package on a worker
+        # thread while Qt runs crashed the process (measured in tests/test_mcp_call.py after a window test).
+        module = importlib.import_module("core.tools.mcp_bridge")
+        headers = await asyncio.get_running_loop().run_in_executor(None, mcp_header_values, servers)
+        if self._mcp is not None:  # another connect got here first
+            return
+        self._mcp = module.McpBridge(servers, self.tools.registry, self._mcp_problem, header_values=headers)
+        await self._mcp.start()
+
+    def _on_state(self, state: CallState) -> None:
+        if state.phase is Phase.ENDED and self._mcp is not None:  # a call that ended by itself too
+            self.spawn(self._stop_mcp(), "stop the MCP servers")
+
+    def _mcp_problem(self, message: str) -> None:
+        self.bridge.feed(Problem(message, fatal=False))
+
+    async def _stop_mcp(self) -> None:
+        mcp, self._mcp = self._mcp, None
+        if mcp is not None:
+            await mcp.stop()
 
     def hang_up(self) -> None:
-        if self._engine is not None:
+        if self._engine is not None:  # the call's end (ENDED) stops the MCP servers
             self.spawn(self._engine.hang_up(), "hang up")
+
+    def send_text(self, text: str) -> bool:
+        """A typed turn; False (nothing sent) when no call is connected to take it."""
+        if self._engine is None or self._engine.state.phase is not Phase.CONNECTED or not text.strip():
+            return False
+        self._engine.send_text(text)
+        return True
+
+    def remember_approval(self, tool: str, policy: str) -> None:
+        """The user's "always allow" (or a policy chosen in Settings): kept for this run and saved."""
+        approvals = dict(self.settings.tool_approvals)
+        approvals[tool] = policy
+        self._keep(dataclasses.replace(self.settings, tool_approvals=tuple(sorted(approvals.items()))))
+        if self.tools is not None:
+            self.tools.registry.set_policy(tool, ApprovalPolicy(policy))
 
     def press(self) -> None:
         if self._engine is not None:
@@ -215,6 +288,7 @@ class CallSession(QObject):
         self.connect_call()
 
     async def _swap(self, old: Engine | None, reconnect: bool) -> None:
+        await self._stop_mcp()  # restarted with the call, from the settings as they are now
         if old is not None:
             self.bridge.detach()
             await old.close()
@@ -225,6 +299,7 @@ class CallSession(QObject):
         """Hang up, stop the engine (and its local server), leave no task pending."""
         if self._creating is not None:
             await self.ensure_engine()
+        await self._stop_mcp()
         engine, self._engine = self._engine, None
         if engine is not None:
             try:

@@ -22,6 +22,7 @@ from core.call.events import (
     Problem,
     ServerEvent,
     StateChanged,
+    ToolActivity,
     TranscriptDelta,
 )
 
@@ -40,6 +41,7 @@ class EngineBridge(QObject):
     problem = Signal(str, bool)  # message, fatal
     hint = Signal(str)
     mode_changed = Signal(bool)  # hands-free
+    tool_activity = Signal(object)  # ToolActivity: a tool call started (output None) or finished
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -74,5 +76,7 @@ class EngineBridge(QObject):
             self.hint.emit(event.message)
         elif isinstance(event, ModeChanged):
             self.mode_changed.emit(bool(event.hands_free))
+        elif isinstance(event, ToolActivity):
+            self.tool_activity.emit(event)
         else:  # a newer engine may send more; the window must not break on it
             log.debug("ignored engine event %s", type(event).__name__)

@@ -92,6 +92,10 @@ class MainWindow(QMainWindow):
         self.status_line = StatusLine()
         self.banner = ProblemBanner()
         self.conversation = ConversationView()
+        self.text_input = QLineEdit()
+        self.text_input.setObjectName("textInput")
+        self.text_input.setPlaceholderText("Type a message and press Enter")
+        self.text_input.setClearButtonEnabled(True)
         self.ptt = PushToTalkButton()
         self.hands_free = QCheckBox("Hands-free (Sandra listens all the time)")
         self.hands_free.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -132,8 +136,14 @@ class MainWindow(QMainWindow):
         right_layout.addWidget(_section("Response latency", latency_body), 1)
         right_layout.addWidget(_section("Talk", controls))
 
+        conversation = QWidget()
+        conversation_layout = QVBoxLayout(conversation)
+        conversation_layout.setContentsMargins(0, 0, 0, 0)
+        conversation_layout.addWidget(self.conversation, 1)
+        conversation_layout.addWidget(self.text_input)
+
         splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(_section("Conversation", self.conversation))
+        splitter.addWidget(_section("Conversation", conversation))
         splitter.addWidget(right)
         splitter.setStretchFactor(0, 5)
         splitter.setStretchFactor(1, 6)
@@ -192,6 +202,8 @@ class MainWindow(QMainWindow):
         bridge.problem.connect(self.banner.show_problem)
         bridge.hint.connect(self.banner.show_hint)
         bridge.mode_changed.connect(self.show_mode)
+        bridge.tool_activity.connect(self.conversation.show_tool)
+        self.text_input.returnPressed.connect(self.send_typed)
         self.session.engine_ready.connect(self._on_engine)
         self.ptt.pressed.connect(self.press)
         self.ptt.released.connect(self.release)
@@ -216,6 +228,13 @@ class MainWindow(QMainWindow):
         self._talking = False
         self.ptt.set_talking(False)
         self.session.release()
+
+    def send_typed(self) -> None:
+        """Enter in the text box: the typed turn goes out (and shows when the engine echoes it)."""
+        if self.session.send_text(self.text_input.text()):
+            self.text_input.clear()
+        elif self.text_input.text().strip():
+            self.banner.show_hint("Connect the call first; your message is kept in the box.")
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
         """Space anywhere in this window is push-to-talk, unless a text field has focus."""

@@ -5,12 +5,15 @@ the secrets typed — and the app's one writer (gui/call_session.py) persists it
 API key to the system keyring only, never the settings file. What the keyring held
 is read by the app off the window's thread and handed in (`StoredSecrets`). Fields
 the dialog does not show (devices, window geometry, hands-free) pass through.
+The Tools tab lists the MCP servers started with each call (issue #17); an HTTP
+server's header value goes to the keyring like the API key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -19,16 +22,20 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
     QPlainTextEdit,
+    QPushButton,
     QSpinBox,
     QSystemTrayIcon,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from core.config import REMOVE, Settings, SettingsChange
+from core.config import MCP_TRANSPORTS, REMOVE, McpServerSettings, Settings, SettingsChange
 from core.provider_catalog import KINDS, kind as provider_kind
 from gui.global_hotkey import parse_key
 
@@ -46,6 +53,171 @@ class StoredSecrets:
 
     api_keys: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     turn_password: str = dataclasses.field(default="", repr=False)
+    mcp_headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # server name -> value
+
+
+class ToolsTab(QWidget):
+    """The MCP servers: a list, and a form that adds, edits or removes the selected one."""
+
+    def __init__(self, servers: tuple[McpServerSettings, ...], headers: dict[str, str]) -> None:
+        super().__init__()
+        self.servers = list(servers)
+        self.headers = dict(headers)  # header values by server name, as edited
+        self.list = QListWidget()
+        self.name = QLineEdit()
+        self.transport = _choice_combo([("stdio", "Program (stdio)"), ("http", "Web address (streamable HTTP)")])
+        self.command = QLineEdit()
+        self.command.setPlaceholderText("e.g. npx")
+        self.args = QLineEdit()
+        self.args.setPlaceholderText("e.g. -y @modelcontextprotocol/server-filesystem ~/Documents")
+        self.env = QPlainTextEdit()
+        self.env.setPlaceholderText("NAME=value, one a line")
+        self.env.setFixedHeight(60)
+        self.url = QLineEdit()
+        self.url.setPlaceholderText("https://host/mcp")
+        self.header_name = QLineEdit()
+        self.header_name.setPlaceholderText("optional, e.g. Authorization")
+        self.header_value = QLineEdit()
+        self.header_value.setEchoMode(QLineEdit.EchoMode.Password)
+        self.header_value.setPlaceholderText("stored in the system keyring")
+        self.enabled = QCheckBox("Start this server with each call")
+        self.disabled_tools = QLineEdit()
+        self.disabled_tools.setPlaceholderText("tools of this server to leave out, comma-separated")
+        self.error = QLabel()
+        self.error.setObjectName("error")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        form = QFormLayout()
+        for label, widget in (("Name", self.name), ("Kind", self.transport), ("Command", self.command),
+                              ("Arguments", self.args), ("Environment", self.env), ("URL", self.url),
+                              ("Header", self.header_name), ("Header value", self.header_value),
+                              ("", self.enabled), ("Tools off", self.disabled_tools)):
+            form.addRow(label, widget)
+        self.add_button = QPushButton("Add")
+        self.save_button = QPushButton("Save changes")
+        self.remove_button = QPushButton("Remove")
+        row = QHBoxLayout()
+        for button, slot in ((self.add_button, self.add), (self.save_button, self.save_selected),
+                             (self.remove_button, self.remove_selected)):
+            button.setAutoDefault(False)
+            button.clicked.connect(slot)
+            row.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("MCP servers give Sandra more tools; they start when a call starts."))
+        layout.addWidget(self.list)
+        layout.addLayout(form)
+        layout.addLayout(row)
+        layout.addWidget(self.error)
+        self.list.currentRowChanged.connect(self._show)
+        self.transport.currentIndexChanged.connect(self._update_enabled)
+        self.enabled.setChecked(True)
+        self._refill()
+        self._update_enabled()
+
+    def _refill(self) -> None:
+        self.list.clear()
+        for server in self.servers:
+            where = server.command if server.transport == "stdio" else server.url
+            self.list.addItem(f"{server.name}: {where}{'' if server.enabled else ' (off)'}")
+        self.remove_button.setEnabled(bool(self.servers))
+        self.save_button.setEnabled(bool(self.servers))
+
+    def _show(self, row: int) -> None:
+        if not 0 <= row < len(self.servers):
+            return
+        server = self.servers[row]
+        self.name.setText(server.name)
+        _select(self.transport, server.transport)
+        self.command.setText(server.command)
+        self.args.setText(shlex.join(server.args))
+        self.env.setPlainText("\n".join(f"{name}={value}" for name, value in server.env))
+        self.url.setText(server.url)
+        self.header_name.setText(server.header_name)
+        self.header_value.setText(self.headers.get(server.name, ""))
+        self.enabled.setChecked(server.enabled)
+        self.disabled_tools.setText(", ".join(server.disabled_tools))
+
+    def _update_enabled(self) -> None:
+        stdio = self.transport.currentData() == "stdio"
+        for widget in (self.command, self.args, self.env):
+            widget.setEnabled(stdio)
+        for widget in (self.url, self.header_name, self.header_value):
+            widget.setEnabled(not stdio)
+
+    def _from_form(self, replacing: int | None) -> McpServerSettings | None:
+        """The server the form describes; None (and the reason shown) when it is not usable."""
+        name, transport = self.name.text().strip(), str(self.transport.currentData())
+        try:
+            args = tuple(shlex.split(self.args.text()))
+        except ValueError as exc:
+            return self._refuse(f"The arguments cannot be split into words ({exc}).")
+        env = []
+        for line in self.env.toPlainText().splitlines():
+            if line.strip():
+                if "=" not in line:
+                    return self._refuse(f"The environment line {line.strip()!r} is not NAME=value.")
+                key, value = line.split("=", 1)
+                env.append((key.strip(), value))
+        stdio = transport == "stdio"  # only the fields of its kind: the form's others may hold leftovers
+        server = McpServerSettings(
+            name=name, transport=transport, command=self.command.text().strip() if stdio else "",
+            args=args if stdio else (), env=tuple(env) if stdio else (), url="" if stdio else self.url.text().strip(),
+            header_name="" if stdio else self.header_name.text().strip(), enabled=self.enabled.isChecked(),
+            disabled_tools=tuple(t.strip() for t in self.disabled_tools.text().split(",") if t.strip()))
+        others = [s.name for i, s in enumerate(self.servers) if i != replacing]
+        if not name or name in others:
+            return self._refuse("Give the server a name no other server has.")
+        if transport == "stdio" and not server.command:
+            return self._refuse("Name the command that starts the server.")
+        if transport == "http" and not server.url.startswith(("http://", "https://")):
+            return self._refuse("Give the server's address, starting with http:// or https://.")
+        if not server.valid() or transport not in MCP_TRANSPORTS:
+            return self._refuse("This server's settings are not usable.")
+        self.error.hide()
+        return server
+
+    def _refuse(self, message: str) -> None:
+        self.error.setText(message)
+        self.error.show()
+        return None
+
+    def _keep_header(self, old_name: str | None, server: McpServerSettings) -> None:
+        if old_name is not None:
+            self.headers.pop(old_name, None)
+        value = self.header_value.text().strip()
+        if server.transport == "http" and server.header_name and value:
+            self.headers[server.name] = value
+
+    def add(self) -> None:
+        server = self._from_form(None)
+        if server is not None:
+            self.servers.append(server)
+            self._keep_header(None, server)
+            self._refill()
+            self.list.setCurrentRow(len(self.servers) - 1)
+
+    def save_selected(self) -> None:
+        row = self.list.currentRow()
+        if not 0 <= row < len(self.servers):
+            return
+        server = self._from_form(row)
+        if server is not None:
+            self._keep_header(self.servers[row].name, server)
+            self.servers[row] = server
+            self._refill()
+            self.list.setCurrentRow(row)
+
+    def remove_selected(self) -> None:
+        row = self.list.currentRow()
+        if 0 <= row < len(self.servers):
+            self.headers.pop(self.servers.pop(row).name, None)
+            self._refill()
+
+    def header_changes(self, stored: dict[str, str]) -> dict[str, str]:
+        """Header values to write (a new value) or delete (REMOVE), against what the keyring held."""
+        changes = {name: value for name, value in self.headers.items() if stored.get(name) != value}
+        changes.update({name: REMOVE for name in stored if name not in self.headers})
+        return changes
 
 
 def _choice_combo(choices: list[tuple[str, str]]) -> QComboBox:
@@ -157,9 +329,16 @@ class SettingsDialog(QDialog):
         self._buttons = buttons
         buttons.accepted.connect(self.submit)
         buttons.rejected.connect(self.reject)
+        general = QWidget()
+        general_layout = QVBoxLayout(general)
+        general_layout.addLayout(form)
+        general_layout.addWidget(note)
+        self.tools = ToolsTab(settings.mcp_servers, self._stored.mcp_headers)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(general, "General")
+        self.tabs.addTab(self.tools, "Tools")
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(note)
+        layout.addWidget(self.tabs)
         self._error = QLabel()
         self._error.setObjectName("error")
         self._error.setWordWrap(True)
@@ -252,6 +431,7 @@ class SettingsDialog(QDialog):
             legacy_calls_endpoint=self.legacy_calls.isChecked(),
             global_ptt_key=self.global_ptt_key.text().strip(),
             close_to_tray=self.close_to_tray.isChecked(),
+            mcp_servers=tuple(self.tools.servers),
         )
 
     def change(self) -> SettingsChange:
@@ -265,7 +445,8 @@ class SettingsDialog(QDialog):
                 api_keys[provider] = key or REMOVE
         turn_password = self.turn_password.text().strip()
         return SettingsChange(self.settings(), api_keys,
-                              turn_password if turn_password != self._stored.turn_password else None)
+                              turn_password if turn_password != self._stored.turn_password else None,
+                              self.tools.header_changes(self._stored.mcp_headers))
 
     def submit(self) -> None:
         """Save pressed: hand the change to the app; it closes the dialog once it is saved."""

@@ -85,6 +85,11 @@ def every_field_changed() -> Settings:
         noise_suppression=False,
         close_to_tray=True,
         global_ptt_key="Ctrl+Shift+F12",
+        mcp_servers=(config.McpServerSettings("files", command="mcp-files", args=("--root", "~"), env=(("K", "v"),),
+                                              disabled_tools=("delete",)),
+                     config.McpServerSettings("web", transport="http", url="http://127.0.0.1:9/mcp",
+                                              header_name="Authorization", enabled=False)),
+        tool_approvals=(("open_url", "always"), ("files__read", "session")),
     )
     defaults = Settings()
     for f in dataclasses.fields(Settings):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from mcp_types import Tool as McpTool
 
 from base import paths
 from base.logs import register_secret
+from core.config import McpServerSettings
 from core.tools.registry import NAME_PATTERN, Tool, ToolFailure, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -40,21 +40,6 @@ START_TIMEOUT_S = 20.0
 CALL_TIMEOUT_S = 30.0
 SEPARATOR = "__"
 MAX_NAME = 64
-
-
-@dataclass
-class McpServerSettings:
-    """One MCP server in Settings (`Settings.mcp_servers: list[McpServerSettings]`)."""
-
-    name: str  # shown to the user and the prefix of its tools' names
-    transport: str = "stdio"  # "stdio" or "http" (streamable HTTP)
-    command: str = ""  # stdio
-    args: list[str] = field(default_factory=list)  # stdio
-    env: dict[str, str] = field(default_factory=dict)  # stdio, over the default environment
-    url: str = ""  # http
-    header_name: str = ""  # http, e.g. "Authorization"; its value is a secret, kept in the keyring
-    enabled: bool = True  # off: the server is not started and offers no tool
-    disabled_tools: list[str] = field(default_factory=list)  # the server's own tool names left out
 
 
 def _sanitize(text: str) -> str:
