@@ -22,7 +22,9 @@ from core.call.events import (
     Problem,
     ServerEvent,
     StateChanged,
+    Recovered,
     ToolActivity,
+    UsageUpdated,
     TranscriptDelta,
 )
 
@@ -42,6 +44,8 @@ class EngineBridge(QObject):
     hint = Signal(str)
     mode_changed = Signal(bool)  # hands-free
     tool_activity = Signal(object)  # ToolActivity: a tool call started (output None) or finished
+    usage = Signal(object)  # UsageUpdated: tokens and cost of the call so far
+    recovered = Signal(str)  # a problem went away by itself (a sound device works again)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -78,5 +82,9 @@ class EngineBridge(QObject):
             self.mode_changed.emit(bool(event.hands_free))
         elif isinstance(event, ToolActivity):
             self.tool_activity.emit(event)
+        elif isinstance(event, UsageUpdated):
+            self.usage.emit(event)
+        elif isinstance(event, Recovered):
+            self.recovered.emit(event.message)
         else:  # a newer engine may send more; the window must not break on it
             log.debug("ignored engine event %s", type(event).__name__)

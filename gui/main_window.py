@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 
 from base import paths
 from core.call.state import CallState, Phase
-from core.call.events import TranscriptDelta
+from core.call.events import TranscriptDelta, UsageUpdated
 from gui import help_dialogs
 from gui.call_session import CallSession, Engine
 from gui.conversation_export import conversation, export
@@ -102,6 +102,10 @@ class MainWindow(QMainWindow):
         self.level = LevelMeter()
         self.devices = DevicePickers()
         self._latency_holder = QVBoxLayout()
+        # Tokens and estimated cost of this call, under the plot (paid providers report usage).
+        self.usage_line = QLabel("")
+        self.usage_line.setObjectName("hint")
+        self.usage_line.hide()
         self._latency_placeholder = QLabel("Loading the latency plot…")
         self._latency_placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._latency_holder.addWidget(self._latency_placeholder)
@@ -115,7 +119,10 @@ class MainWindow(QMainWindow):
     # ---- layout -------------------------------------------------------------------------
     def _build_layout(self) -> None:
         latency_body = QWidget()
-        latency_body.setLayout(self._latency_holder)
+        latency_column = QVBoxLayout(latency_body)
+        latency_column.setContentsMargins(0, 0, 0, 0)
+        latency_column.addLayout(self._latency_holder, 1)
+        latency_column.addWidget(self.usage_line)
         self._latency_holder.setContentsMargins(0, 0, 0, 0)
 
         controls = QWidget()
@@ -201,6 +208,8 @@ class MainWindow(QMainWindow):
         bridge.assistant_speaking.connect(self.ptt.set_assistant_speaking)
         bridge.problem.connect(self.banner.show_problem)
         bridge.hint.connect(self.banner.show_hint)
+        bridge.usage.connect(self.show_usage)
+        bridge.recovered.connect(self.banner.show_recovered)
         bridge.mode_changed.connect(self.show_mode)
         bridge.tool_activity.connect(self.conversation.show_tool)
         self.text_input.returnPressed.connect(self.send_typed)
@@ -310,6 +319,16 @@ class MainWindow(QMainWindow):
         self.hands_free_action.setChecked(on)
         self.ptt.set_hands_free(on)
         self.session.set_hands_free(on)
+
+    def show_usage(self, usage: UsageUpdated) -> None:
+        tokens = usage.tokens
+        text = (f"This call: {tokens.get('input_tokens', 0):,} tokens in "
+                f"({tokens.get('input_audio_tokens', 0):,} audio, {tokens.get('cached_tokens', 0):,} cached), "
+                f"{tokens.get('output_tokens', 0):,} out ({tokens.get('output_audio_tokens', 0):,} audio)")
+        if usage.cost_usd is not None:
+            text += f" · about ${usage.cost_usd:.4f}"
+        self.usage_line.setText(text)
+        self.usage_line.show()
 
     def show_mode(self, hands_free: bool) -> None:
         """The server says which mode it is in: show that, without asking for it again."""

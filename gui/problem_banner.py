@@ -44,6 +44,13 @@ class ProblemBanner(QFrame):
         self._show(message, "hint")
         self._fade.start(HINT_SECONDS * 1000)
 
+    def show_recovered(self, message: str) -> None:
+        """A problem went away by itself: the problem gives way to a hint that fades."""
+        if self.isVisible() and self.property("kind") == "fatal":
+            return  # the call ended: that stays until the user acts
+        self._show(message, "hint")
+        self._fade.start(HINT_SECONDS * 1000)
+
     def _show(self, message: str, kind: str) -> None:
         self._fade.stop()
         # Only the first line: a message is for reading, never a traceback dump.
