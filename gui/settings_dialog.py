@@ -270,6 +270,7 @@ class SettingsDialog(QDialog):
         self.noise_reduction = _choice_combo(NOISE_CHOICES)
         self.echo_cancellation = QCheckBox("Cancel Sandra's own voice in the microphone (hands-free)")
         self.noise_suppression = QCheckBox("Suppress background noise in the microphone")
+        self.echo_in_push_to_talk = QCheckBox("Also while holding the button (push-to-talk)")
         self.metrics_url = QLineEdit()
         self.metrics_url.setPlaceholderText("optional: https://host/api/sandra/metrics")
         self.turn_server = QLineEdit()
@@ -311,6 +312,7 @@ class SettingsDialog(QDialog):
         form.addRow("Noise reduction", self.noise_reduction)
         form.addRow("", self.echo_cancellation)
         form.addRow("", self.noise_suppression)
+        form.addRow("", self.echo_in_push_to_talk)
         form.addRow("Metrics URL", self.metrics_url)
         form.addRow("TURN server", self.turn_server)
         form.addRow("TURN username", self.turn_username)
@@ -364,6 +366,7 @@ class SettingsDialog(QDialog):
         _select(self.noise_reduction, s.noise_reduction)
         self.echo_cancellation.setChecked(s.echo_cancellation)
         self.noise_suppression.setChecked(s.noise_suppression)
+        self.echo_in_push_to_talk.setChecked(s.echo_in_push_to_talk)
         self.metrics_url.setText(s.metrics_url or "")
         self.turn_server.setText(s.turn_server or "")
         self.turn_username.setText(s.turn_username or "")
@@ -424,6 +427,7 @@ class SettingsDialog(QDialog):
             noise_reduction=str(self.noise_reduction.currentData()),
             echo_cancellation=self.echo_cancellation.isChecked(),
             noise_suppression=self.noise_suppression.isChecked(),
+            echo_in_push_to_talk=self.echo_in_push_to_talk.isChecked(),
             metrics_url=self.metrics_url.text().strip(),
             turn_server=self.turn_server.text().strip(),
             turn_username=self.turn_username.text().strip(),

@@ -83,6 +83,7 @@ def every_field_changed() -> Settings:
         language="fr",
         echo_cancellation=False,
         noise_suppression=False,
+        echo_in_push_to_talk=True,
         close_to_tray=True,
         global_ptt_key="Ctrl+Shift+F12",
         mcp_servers=(config.McpServerSettings("files", command="mcp-files", args=("--root", "~"), env=(("K", "v"),),

@@ -49,6 +49,7 @@ def _every_field_changed() -> Settings:
         language="fr",
         echo_cancellation=False,
         noise_suppression=False,
+        echo_in_push_to_talk=True,
         hands_free=True,
         input_device="pulse",
         output_device="spk",
@@ -77,6 +78,7 @@ def test_every_field_round_trips_and_keys_stay_in_the_keyring(qtbot, private_hom
     dialog.noise_reduction.setCurrentIndex(dialog.noise_reduction.findData(wanted.noise_reduction))
     dialog.echo_cancellation.setChecked(False)
     dialog.noise_suppression.setChecked(False)
+    dialog.echo_in_push_to_talk.setChecked(True)
     dialog.instructions.setPlainText(wanted.instructions)
     dialog.transcription_model.setText(wanted.transcription_model)
     dialog.metrics_url.setText(wanted.metrics_url)
