@@ -181,10 +181,13 @@ class X11Grab:
                 if self._wake_read in ready:
                     break
             self._ungrab()
-        except Exception:  # noqa: BLE001 - the display went away: the key stops, the app goes on
-            log.exception("the global push-to-talk key stopped")
+        except Exception as exc:  # noqa: BLE001 - the display went away: the key stops, the app goes on
+            log.info("the global push-to-talk key stopped: %s", type(exc).__name__)
         finally:
-            self._display.close()
+            try:
+                self._display.close()
+            except Exception:  # noqa: BLE001 - a display already gone cannot be closed politely
+                log.debug("closing the key's display connection failed", exc_info=True)
             os.close(self._wake_read)
 
     def _deliver(self, events: list) -> None:

@@ -68,7 +68,7 @@ async def test_many_calls_in_a_row_leak_nothing(tmp_path: Path) -> None:
 
 
 async def test_four_calls_at_once_all_answer(tmp_path: Path) -> None:
-    from speech_samples import make_speech_wav, read_wav_int16
+    from rig.speech_samples import make_speech_wav, read_wav_int16
 
     question, _ = read_wav_int16(make_speech_wav("what is the date", tmp_path / "date.wav"))
     server = start_server(tmp_path)  # assistant mode

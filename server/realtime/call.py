@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 # A turn longer than this keeps only its newest part (memory stays bounded).
 MAX_TURN_S = 60
+# Frames the client sent just before its commit may still be in the jitter buffer and the
+# decoder (loopback: one or two): the commit waits for this many more, at most this long.
+IN_FLIGHT_FRAMES = 2
+IN_FLIGHT_WAIT_S = 0.08
 # A commit shorter than this is refused, as OpenAI does.
 MIN_COMMIT_MS = 100
 CHANNEL_LABEL = "oai-events"
@@ -89,6 +93,8 @@ class RealtimeCall:
         self._vad = self._new_vad()
         # The turn being recognised while it is spoken; None: recognise at commit instead.
         self._listening: Listening | None = None
+        self._frames_in = 0  # input frames received: a commit waits for those in flight
+        self._held: list[ClientEvent] | None = None  # events that came while a commit waited
         self._conversation: list[dict[str, str]] = []
         self._answered_upto = 0  # conversation items before this index have been answered
         self._tool_calls: dict[str, ToolRequest] = {}  # call_id → the function call this call's answers made
@@ -195,6 +201,7 @@ class RealtimeCall:
             except MediaStreamError:
                 return
             samples = mono_samples(frame)
+            self._frames_in += 1
             if echo:
                 self._out.push(samples)
                 continue
@@ -257,6 +264,17 @@ class RealtimeCall:
     def _on_message(self, message: str | bytes) -> None:
         try:
             event = events.parse_client_event(message)
+        except EventError as exc:
+            log.debug("call %s: refused an event: %s", self.id, exc)
+            self._send(exc.to_event())
+            return
+        if self._held is not None:  # a commit waits for audio in flight: keep the events' order
+            self._held.append(event)
+            return
+        self._handle(event)
+
+    def _handle(self, event: ClientEvent) -> None:
+        try:
             self._dispatch(event)
         except EventError as exc:
             log.debug("call %s: refused an event: %s", self.id, exc)
@@ -278,7 +296,8 @@ class RealtimeCall:
             self._listen(self.session.turn_detection is None)  # push-to-talk: the turn starts now
             self._send(server_event("input_audio_buffer.cleared"))
         elif kind == "input_audio_buffer.commit":
-            self._commit(event.event_id)
+            self._held = []
+            self._spawn(self._commit_after_audio_in_flight(event.event_id), "commit")
         elif kind == "input_audio_buffer.append":
             raise EventError("Over WebRTC the audio goes on the media track, not in input_audio_buffer.append.",
                              code="unsupported_event", param="type", event_id=event.event_id)
@@ -327,6 +346,26 @@ class RealtimeCall:
             item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
                     "role": text.role, "content": [{"type": part, "text": text.text}]}
         self._send(server_event("conversation.item.created", previous_item_id=previous, item=item))
+
+    async def _commit_after_audio_in_flight(self, event_id: str | None) -> None:
+        """The client sends its last frames just before the commit, but they come by RTP,
+        through the jitter buffer and the decoder, while the commit overtakes them on the
+        data channel: wait for them, or the last word is cut."""
+        arrived, deadline = self._frames_in, time.monotonic() + IN_FLIGHT_WAIT_S
+        try:
+            while self._frames_in < arrived + IN_FLIGHT_FRAMES and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            self._handle_commit(event_id)
+        finally:
+            held, self._held = self._held or [], None
+            for event in held:
+                self._handle(event)
+
+    def _handle_commit(self, event_id: str | None) -> None:
+        try:
+            self._commit(event_id)
+        except Exception:  # noqa: BLE001 - as any event: a bug costs the turn, not the call
+            log.exception("call %s: failed to commit", self.id)
 
     def _commit(self, event_id: str | None) -> bool:
         samples = len(self._input) * FRAME_SAMPLES
