@@ -9,7 +9,8 @@ from __future__ import annotations
 import random
 
 from core.call.state import CallState, Phase
-from core.call.events import InputLevel, LatencyMeasured, StateChanged, TranscriptDelta
+from core.call.events import (InputLevel, LatencyMeasured, StateChanged, ToolActivity, TranscriptDelta,
+                              UsageUpdated)
 from core.telemetry import LatencyTracker
 from gui.engine_bridge import EngineBridge
 
@@ -20,9 +21,18 @@ CONVERSATION: list[tuple[str, str]] = [
     ("assistant", "It's a quarter past ten in the morning."),
     ("user", "What's three times two?"),
     ("assistant", "Three times two is six."),
+    ("user", "Set a timer for two minutes."),
+    ("tool", ""),  # the model calls set_timer: a collapsed tool bubble
+    ("assistant", "Your timer for two minutes is set."),
     ("user", "And what did I ask you first?"),
     ("assistant", "You first asked me what time it is."),
 ]
+TIMER_CALL = ToolActivity("demo-call", "set_timer", '{"seconds": 120, "label": "timer"}',
+                          '{"timer_id": 1, "label": "timer", "seconds": 120}')
+# What a paid provider would report for a call like this one (the local server reports none).
+USAGE = UsageUpdated({"input_tokens": 5120, "output_tokens": 1830, "input_text_tokens": 940,
+                      "input_audio_tokens": 4180, "output_text_tokens": 410, "output_audio_tokens": 1420,
+                      "cached_tokens": 2304}, 0.2231)
 LATENCY_POINTS = 48
 
 
@@ -35,6 +45,9 @@ def play(bridge: EngineBridge, tracker: LatencyTracker, seed: int = 7) -> None:
     bridge.feed(StateChanged(CallState(Phase.CONNECTING)))
     bridge.feed(StateChanged(CallState(Phase.CONNECTED)))
     for index, (role, text) in enumerate(CONVERSATION):
+        if role == "tool":
+            bridge.feed(TIMER_CALL)
+            continue
         turn = f"demo-{index}"
         # Stream the words as deltas, then the final text, as a real turn arrives.
         for word in text.split(" "):
@@ -48,3 +61,4 @@ def play(bridge: EngineBridge, tracker: LatencyTracker, seed: int = 7) -> None:
         tracker.record("response_latency", ms)  # the engine records before it emits
         bridge.feed(LatencyMeasured("response_latency", ms))
     bridge.feed(InputLevel(-17.0))
+    bridge.feed(USAGE)
