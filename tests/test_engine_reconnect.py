@@ -11,6 +11,8 @@ from core.call.state import Phase
 from core.call.engine import CallEngine
 from core.call.events import Problem
 from rig.engine_helpers import Recorder, closed_port, custom_settings, engine_options, tone_audio
+from rig.fake_openai import FakeOpenAI, error_body
+from rig.hostile_server import HostileServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,3 +63,44 @@ async def test_missing_api_key_ends_at_once_with_advice(tmp_path, private_home, 
     await engine.close()
     assert "API key" in ended.state.reason
     assert Phase.RECONNECTING not in recorder.phases()
+
+
+async def test_a_provider_that_accepts_and_drops_at_once_ends_after_five_attempts(tmp_path, private_home):
+    """A connection that never proves itself (10 s up, or a completed turn) does not reset
+    the budget, so accept-then-drop cannot make the call reconnect forever."""
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async with HostileServer() as provider:
+        engine = CallEngine(custom_settings(provider.base_url), audio=tone_audio(tmp_path), api_key=provider.api_key,
+                            options=engine_options(), sleep=fake_sleep)
+        recorder = Recorder(engine)
+        await engine.start()
+        for n in range(6):  # the first connection and five reconnects: each accepted, then dropped
+            peer = await provider.next_peer(20, after=n)
+            await recorder.wait_for(lambda _e: recorder.phases().count(Phase.CONNECTED) > n, 20)
+            await peer.close()
+        ended = await recorder.wait_phase(Phase.ENDED, timeout=30)
+        await engine.close()
+    assert recorder.phases().count(Phase.CONNECTED) == 6
+    assert slept == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert "5 attempts" in ended.state.reason
+
+
+async def test_a_provider_out_of_credit_ends_the_call_at_once_with_what_to_do(tmp_path, private_home):
+    async with FakeOpenAI() as provider:
+        provider.queue("client_secrets", 429, error_body(
+            "You exceeded your current quota, please check your plan and billing details.",
+            type_="insufficient_quota", code="insufficient_quota"))
+        engine = CallEngine(custom_settings(provider.base_url), audio=tone_audio(tmp_path), api_key=provider.api_key,
+                            options=engine_options())
+        recorder = Recorder(engine)
+        await engine.start()
+        ended = await recorder.wait_phase(Phase.ENDED, timeout=10)
+        await engine.close()
+        assert len(provider.of("client_secrets")) == 1  # no retry: it cannot buy credit
+    assert Phase.RECONNECTING not in recorder.phases()
+    assert "no credit left" in ended.state.reason and "billing" in ended.state.reason
+    assert any(isinstance(e, Problem) and e.fatal and "credit" in e.message for e in recorder.events)
