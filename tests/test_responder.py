@@ -158,10 +158,12 @@ class RecordingSynthesizer(Synthesizer):
     def __init__(self) -> None:
         super().__init__()
         self.said: list[str] = []
+        self.voices: list[str | None] = []
 
-    async def synthesize(self, text: str) -> np.ndarray:
+    async def synthesize(self, text: str, voice: str | None = None) -> np.ndarray:
         self.said.append(text)
-        return await super().synthesize(text)
+        self.voices.append(voice)
+        return await super().synthesize(text, voice)
 
 
 @pytest.mark.timeout(60)
@@ -183,6 +185,8 @@ async def test_a_call_shows_the_written_time_and_speaks_the_spoken_one() -> None
         try:
             await client.wait_for("session.created")
             mark = client.mark()
+            client.send({"type": "session.update", "session": {"type": "realtime",
+                                                               "audio": {"output": {"voice": "en-us+f3"}}}})
             client.send({"type": "conversation.item.create", "item": {
                 "type": "message", "role": "user", "content": [{"type": "input_text", "text": "what time is it"}]}})
             await client.wait_for("conversation.item.created", since=mark)
@@ -199,4 +203,5 @@ async def test_a_call_shows_the_written_time_and_speaks_the_spoken_one() -> None
     assert [e["transcript"] for e in client.of_type("response.output_audio_transcript.done", mark)] == ["It is 2:08 PM."]
     assert done["response"]["output"][0]["content"][0]["transcript"] == "It is 2:08 PM."
     assert synthesizer.said == ["It is 2 oh 8 PM."]
+    assert synthesizer.voices == ["en-us+f3"]  # the session's voice, chosen before any audio
     assert level_dbfs(answer_audio) > -40  # and it was really said

@@ -125,3 +125,26 @@ def test_closed_synthesizer_refuses_work() -> None:
     synthesizer.close()
     with pytest.raises(RuntimeError):
         synthesizer.synthesize_blocking(PHRASE)
+
+
+def _pitch_hz(samples: np.ndarray) -> float:
+    """The median fundamental of the voiced 40 ms windows (autocorrelation, 60-400 Hz)."""
+    x = samples.astype(np.float64)
+    window, found = 1920, []
+    for start in range(0, len(x) - window, window):
+        chunk = x[start:start + window] - x[start:start + window].mean()
+        if np.sqrt(np.mean(chunk ** 2)) < 1000:
+            continue
+        corr = np.correlate(chunk, chunk, "full")[window - 1:]
+        low, high = OUTPUT_RATE // 400, OUTPUT_RATE // 60
+        found.append(OUTPUT_RATE / (low + int(np.argmax(corr[low:high]))))
+    return float(np.median(found))
+
+
+def test_the_session_voice_is_the_one_spoken(synth: Synthesizer) -> None:
+    default = synth.synthesize_blocking(PHRASE)
+    female = synth.synthesize_blocking(PHRASE, voice="en-us+f3")
+    assert _pitch_hz(female) > 1.3 * _pitch_hz(default), (_pitch_hz(default), _pitch_hz(female))
+    # the synthesizer's own voice is untouched by a call's choice
+    again = synth.synthesize_blocking(PHRASE)
+    assert abs(_pitch_hz(again) - _pitch_hz(default)) < 0.1 * _pitch_hz(default)

@@ -515,7 +515,7 @@ class RealtimeCall:
         common = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
         self._send(server_event("response.output_audio_transcript.delta", delta=text, **common))
         self._send(server_event("response.output_audio_transcript.done", transcript=text, **common))
-        playback = self._out.play(await self._speech.synthesize(answer.spoken))
+        playback = self._out.play(await self._speech.synthesize(answer.spoken, self.session.voice))
         synthesized = time.monotonic()
         await playback.started
         self._assistant_audio_sent = self._assistant_audio_sent or playback.sent > 0

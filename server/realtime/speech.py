@@ -123,8 +123,8 @@ class SpeechEngine:
     def answer(self, heard: str | None, conversation: Sequence[dict[str, str]]) -> Answer:
         return self._responder.answer(heard, conversation)
 
-    async def synthesize(self, text: str) -> np.ndarray:
-        return await self._synthesizer.synthesize(text)
+    async def synthesize(self, text: str, voice: str | None = None) -> np.ndarray:
+        return await self._synthesizer.synthesize(text, voice)
 
     async def close(self) -> None:
         self._synthesizer.close()

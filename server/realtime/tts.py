@@ -76,30 +76,34 @@ class Synthesizer:
         self._rate_wpm = min(max(rate_wpm, _MIN_RATE_WPM), _MAX_RATE_WPM)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandra-tts")
         self._chunks: list[np.ndarray] = []
+        self._missing: set[str] = set()
         # Kept on the instance: the library holds this pointer while we live.
         self._callback = _SYNTH_CALLBACK(self._collect)
 
-    async def synthesize(self, text: str) -> np.ndarray:
-        """The spoken `text` (int16 mono 48 kHz), without blocking the event loop."""
-        return await asyncio.wrap_future(self._worker.submit(self._synthesize, text))
+    async def synthesize(self, text: str, voice: str | None = None) -> np.ndarray:
+        """The spoken `text` (int16 mono 48 kHz), in `voice` (a session's; None: this
+        synthesizer's own), without blocking the event loop."""
+        return await asyncio.wrap_future(self._worker.submit(self._synthesize, text, voice))
 
-    def synthesize_blocking(self, text: str) -> np.ndarray:
+    def synthesize_blocking(self, text: str, voice: str | None = None) -> np.ndarray:
         """Same as synthesize(), for callers outside asyncio (runs on the same worker)."""
-        return self._worker.submit(self._synthesize, text).result()
+        return self._worker.submit(self._synthesize, text, voice).result()
 
     def close(self) -> None:
         """Finish queued work and stop the worker thread."""
         self._worker.shutdown(wait=True)
 
-    def _synthesize(self, text: str) -> np.ndarray:
+    def _synthesize(self, text: str, voice: str | None) -> np.ndarray:
         encoded = text.encode("utf-8") + b"\0"
+        wanted = self._voice if voice is None else english_voice(voice)
         with _library_lock:
             lib, rate = _load_library()
             # The library's voice and rate are global: set ours every time.
             lib.espeak_SetSynthCallback(self._callback)
-            if lib.espeak_SetVoiceByName(self._voice.encode()) != _EE_OK:
-                log.warning("espeak voice %r not found; using %s from now on", self._voice, DEFAULT_VOICE)
-                self._voice = DEFAULT_VOICE
+            if lib.espeak_SetVoiceByName(wanted.encode()) != _EE_OK:
+                if wanted not in self._missing:  # said once per voice, not per answer
+                    self._missing.add(wanted)
+                    log.warning("espeak voice %r not found; using %s", wanted, DEFAULT_VOICE)
                 lib.espeak_SetVoiceByName(DEFAULT_VOICE.encode())
             lib.espeak_SetParameter(_PARAM_RATE, self._rate_wpm, 0)
             self._chunks = []
