@@ -35,16 +35,20 @@ class MarkersMissing(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    """`figure <= limit`, or `figure <= other figure + limit` (relative_to), or `== limit` (exact)."""
+    """`figure <= limit`, or `figure <= other figure + limit` (relative_to), or `== limit` (exact),
+    or `figure >= limit` (at_least: more is better, as with echo reduction)."""
 
     limit: float
     relative_to: str | None = None
     exact: bool = False
+    at_least: bool = False
 
     def text(self) -> str:
         limit = f"{self.limit:,.0f}" if self.limit == int(self.limit) else number(self.limit)
         if self.exact:
             return f"= {limit}"
+        if self.at_least:
+            return f"≥ {limit}"
         if self.relative_to:
             return f"≤ `{self.relative_to}` + {limit}"
         return f"≤ {limit}"
@@ -62,7 +66,9 @@ class Target:
         if name not in figures or bound is None:
             return None
         value = figures[name]["value"]
-        return value == bound if self.exact else value <= bound
+        if self.exact:
+            return value == bound
+        return value >= bound if self.at_least else value <= bound
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # rings, and the way back through the sound server adds its own buffering (~70 ms on the rig).
 ECHO_TAIL_S = 0.5
 LOUD = 100  # int16 peak (-50 dBFS): quieter output makes no echo a VAD could hear
+ECHO_PRESENT_DBFS = -45.0  # a frame this loud while only Sandra speaks holds her echo
 COMFORT_NOISE_DBFS = -60.0  # not digital silence: recognisers and VADs misjudge exact zeros
 
 
@@ -46,6 +47,9 @@ class MicrophonePath:
         self._barge_in: VoiceBargeIn | None = None
         self._echo_until = 0.0  # frames heard before this may hold Sandra's voice (monotonic)
         self._user_over_answer = False  # the decider heard the user: let the microphone through
+        # Echo return loss enhancement on frames that held Sandra's echo and nobody else.
+        self._erle_sum = 0.0
+        self._erle_frames = 0
         self._comfort = (np.random.default_rng(0).standard_normal(FRAME_SAMPLES * 50)
                          * 32768 * 10 ** (COMFORT_NOISE_DBFS / 20)).astype(np.int16)
 
@@ -60,6 +64,11 @@ class MicrophonePath:
         self._barge_in = VoiceBargeIn() if hands_free and self._echo is not None else None
         log.info("microphone path: %s, voice barge-in %s", echo if self._echo else "untouched",
                  "on" if self._barge_in else "off")
+
+    @property
+    def echo_reduction_db(self) -> float | None:
+        """How much of Sandra's echo the canceller took out, on average (None: no echo seen yet)."""
+        return self._erle_sum / self._erle_frames if self._erle_frames else None
 
     def _played(self, samples: np.ndarray, dac_time: float) -> None:
         """The speaker's thread: the far end for the canceller, and until when an echo may come."""
@@ -89,6 +98,9 @@ class MicrophonePath:
         if not sandra_audible:
             self._user_over_answer = False
         elif not self._user_over_answer:
+            if echo.mic_dbfs > ECHO_PRESENT_DBFS:
+                self._erle_sum += echo.mic_dbfs - max(echo.cleaned_dbfs, -120.0)
+                self._erle_frames += 1
             start = int(heard_at * RATE) % (len(self._comfort) - FRAME_SAMPLES)
             return self._comfort[start:start + FRAME_SAMPLES]
         return cleaned

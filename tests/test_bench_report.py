@@ -116,3 +116,10 @@ def test_machine_names_cores_python_and_the_libraries_versions() -> None:
     text = machine()
     assert "cores" in text and "load average" in text and "Python 3." in text
     assert "PySide6 6." in text and "aiortc 1." in text  # installed here, so a version, not "not installed"
+
+
+@pytest.mark.parametrize("value, holds", [(24.9, False), (25.0, True), (31.0, True)])
+def test_an_at_least_target_holds_at_or_above_its_limit(value: float, holds: bool) -> None:
+    target = Target(25, at_least=True)
+    assert target.text() == "≥ 25"
+    assert target.holds({"aec_erle_db": {"value": value, "min": value, "max": value, "runs": 1}}, "aec_erle_db") is holds

@@ -82,7 +82,7 @@ class CallEngine:
             audio or DeviceAudio(settings.input_device, settings.output_device), self._playout.read,
             on_level=lambda dbfs: self._emit(InputLevel(dbfs)), on_problem=self._problem,
             on_recovered=lambda message: self._emit(Recovered(message)))
-        self._mic = MicrophonePath(self._playout, on_voice=lambda: self.dialogue.voice_barge_in())
+        self.microphone = MicrophonePath(self._playout, on_voice=lambda: self.dialogue.voice_barge_in())
         self.dialogue = Dialogue(
             turn=Turn(hands_free=settings.hands_free), conversation=conversation, tools=tools or ToolRegistry(),
             usage=Usage(self.model, prices or DEFAULT_PRICES), approve=approve,
@@ -131,7 +131,7 @@ class CallEngine:
         self._policy.reset()
         self.dialogue.bind(asyncio.get_running_loop())
         self.dialogue.conversation.open()
-        self._mic.configure(self.settings, self.dialogue.turn.hands_free)
+        self.microphone.configure(self.settings, self.dialogue.turn.hands_free)
         try:
             await self._devices.open()
         except SandraError as exc:
@@ -173,7 +173,7 @@ class CallEngine:
 
     async def set_hands_free(self, on: bool) -> None:
         self.dialogue.turn.set_hands_free(on)
-        self._mic.configure(self.settings, self.dialogue.turn.hands_free)
+        self.microphone.configure(self.settings, self.dialogue.turn.hands_free)
         self._send(protocol.mode_update(self._session_options()))
 
     async def set_devices(self, input_device: str | None, output_device: str | None) -> None:
@@ -186,7 +186,7 @@ class CallEngine:
 
     def _read_input(self) -> np.ndarray | None:
         """What the outgoing track sends now: the microphone while the turn has it open."""
-        return self._mic.process(self._devices.read_timed_frame()) if self.dialogue.turn.mic_open else None
+        return self.microphone.process(self._devices.read_timed_frame()) if self.dialogue.turn.mic_open else None
 
     def _record(self, name: str, ms: float) -> None:
         self.telemetry.record(name, ms)
