@@ -67,7 +67,15 @@ fi
 
 case "$mode" in
   app)  exec .venv/bin/python main.py "$@" ;;
-  test) exec .venv/bin/python -m pytest "$@" ;;
+  test)
+    [ $# -gt 0 ] && exec .venv/bin/python -m pytest "$@"
+    # These modules leave Qt's event loop in a state that a later module's event processing
+    # can crash on (a segfault, not yet explained): each runs in a process of its own, after the rest.
+    isolated=(tests/test_gui_tools.py tests/test_mcp_call.py)
+    rc=0
+    .venv/bin/python -m pytest "${isolated[@]/#/--ignore=}" || rc=$?
+    for module in "${isolated[@]}"; do .venv/bin/python -m pytest "$module" || rc=$?; done
+    exit $rc ;;
   env)  exit 0 ;;
   *)    echo "usage: ./bootstrap.sh app|test|env [ARGS…]" >&2; exit 2 ;;
 esac
