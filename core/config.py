@@ -299,7 +299,12 @@ def stored_keys() -> dict[str, str]:
 
 
 def read_secrets(provider: str) -> Secrets:
-    """The provider's key and the TURN password. Blocking (a keyring may prompt): off the loop."""
+    """The provider's key and the TURN password. Blocking (a keyring may prompt): off the loop.
+
+    The built-in server needs neither (its key is made at start, and it is on loopback, so
+    no TURN): the keyring is not touched for it, and cannot prompt or warn."""
+    if not KINDS[provider].takes_key:
+        return Secrets()
     return Secrets(api_key=get_api_key(provider), turn_password=get_turn_password())
 
 
