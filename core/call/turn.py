@@ -17,7 +17,7 @@ error about an empty buffer.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from core.call.protocol import (
     AudioStarted,
@@ -136,11 +136,9 @@ class Turn:
     # When the user's turn ended (release, or the server's end of speech): latency starts here.
     answer_wanted_at: float | None = None
     muted_until: float = 0.0
-    history: list[tuple[Phase, Input, Phase]] = field(default_factory=list, repr=False)
+    draining: bool = False  # the turn ended; what was said before the release still goes out
 
     # --- derived ----------------------------------------------------------------------
-
-    draining: bool = False  # the turn ended; what was said before the release still goes out
 
     @property
     def mic_open(self) -> bool:
@@ -166,8 +164,6 @@ class Turn:
         new = TRANSITIONS.get((self.phase, event))
         if new is None:
             return None
-        self.history.append((self.phase, event, new))
-        del self.history[:-50]  # enough to explain the last few turns in a bug report
         self.phase = new
         return new
 
