@@ -93,7 +93,8 @@ def parse(lines: list[str]) -> Profile:
         frames = stack.split(";")
         samples += n
         own[frames[-1]] += n
-        for frame in set(frames):
+        # dict keeps stack order, so ties in total time list the outer frame first on every run
+        for frame in dict.fromkeys(frames):
             total[frame] += n
     return Profile(samples, own, total)
 
