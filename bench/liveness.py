@@ -6,6 +6,9 @@ that a short stall of the link is not taken for one. Shipped default timings thr
 - liveness_detect_ms_quiet_peer: the same against a quiet peer process
   (rig/quiet_peer.py: a data channel only, it sends nothing), which shows it is alive
   only by answering the ICE consent probes.
+- liveness_detect_ms_killed_peer: the quiet peer killed with SIGKILL: its host then
+  answers our probes with ICMP "port unreachable", which the check takes as a loss
+  after a few refusals, long before the silence rule would.
 - stall_false_reconnects: losses reported over repeated 1.5 s pauses of all traffic,
   both ways, through a pausable relay between two aiortc peers; checked from both ends
   of a streaming pair and of a quiet pair. 0 expected.
@@ -72,18 +75,19 @@ class LossWatch:
         return self.lost_at
 
 
-async def freeze_detect_ms(pc: RTCPeerConnection, pid: int) -> float:
-    """SIGSTOP the far end of a connected pc; ms until the liveness check reports it lost."""
+async def freeze_detect_ms(pc: RTCPeerConnection, pid: int, how: signal.Signals = signal.SIGSTOP) -> float:
+    """SIGSTOP (or kill) the far end of a connected pc; ms until the liveness check reports it lost."""
     watch = LossWatch(pc)
     try:
         await asyncio.sleep(SETTLE_S)
         assert watch.lost_at is None, f"lost before the freeze: {watch.reason}"
         frozen_at = asyncio.get_running_loop().time()
-        os.kill(pid, signal.SIGSTOP)
+        os.kill(pid, how)
         try:
             lost_at = await watch.wait(LOSS_TIMEOUT_S)
         finally:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     finally:
         watch.liveness.stop()
     return (lost_at - frozen_at) * 1000.0
@@ -106,9 +110,9 @@ async def streaming_server_detect_ms(tmp: Path, runs: int) -> list[float]:
     return samples
 
 
-async def quiet_server_detect_ms() -> float:
+async def quiet_server_detect_ms(how: signal.Signals = signal.SIGSTOP) -> float:
     async with quiet_peer() as peer:
-        return await freeze_detect_ms(peer.pc, peer.pid)
+        return await freeze_detect_ms(peer.pc, peer.pid, how)
 
 
 async def _wait_connected(*pcs: RTCPeerConnection) -> None:
@@ -192,11 +196,13 @@ async def stall_false_losses(stalls: int, *, streaming: bool) -> StallRun:
 async def measure(quick: bool) -> Figures:
     runs, stalls = (3, 4) if quick else (5, 10)
     samples: dict[str, list[float]] = {"liveness_detect_ms_streaming_server": [],
-                                       "liveness_detect_ms_quiet_peer": [], "stall_false_reconnects": []}
+                                       "liveness_detect_ms_quiet_peer": [], "liveness_detect_ms_killed_peer": [],
+                                       "stall_false_reconnects": []}
     with tempfile.TemporaryDirectory() as tmp:
         samples["liveness_detect_ms_streaming_server"] = await streaming_server_detect_ms(Path(tmp), runs)
     for _ in range(runs):
         samples["liveness_detect_ms_quiet_peer"].append(await quiet_server_detect_ms())
+        samples["liveness_detect_ms_killed_peer"].append(await quiet_server_detect_ms(signal.SIGKILL))
     runs_of_stalls = [await stall_false_losses(stalls, streaming=streaming) for streaming in (True, False)]
     samples["stall_false_reconnects"].append(float(sum(run.losses for run in runs_of_stalls)))
     log.info("liveness samples: %s", samples)

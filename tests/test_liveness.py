@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from bench.liveness import LossWatch, quiet_server_detect_ms, relayed_pair, stal
 from core.call.liveness import (
     LOST_AFTER_S,
     PROBE_INTERVAL_S,
+    REFUSED_FOR_S,
     LivenessPolicy,
     LivenessTimings,
     LivenessUnavailable,
@@ -85,6 +87,38 @@ def test_policy_decides_from_the_timeline(proofs: list[float], probes: list[floa
     assert first_loss(proofs, probes, checks) == expected
 
 
+REFUSAL_TABLE = [
+    # name, proofs, refusals (ICMP port unreachable from the peer), first loss
+    ("killed at 1 s: its host refuses every packet", ticks(0.0, 1.0, 0.02), ticks(1.02, 10.0, 0.02), 1.75),
+    ("a stray refusal decides nothing", ticks(0.0, 10.0, 0.02), [1.01], None),
+    ("refusals that stop with life again", ticks(0.0, 1.0, 0.02) + ticks(1.4, 10.0, 0.02), ticks(1.02, 1.38, 0.02),
+     None),
+    ("life between refusals starts the count again", ticks(0.0, 1.0, 0.02) + [1.45], ticks(1.02, 1.44, 0.02)
+     + ticks(1.5, 10.0, 0.02), 2.0),
+]
+
+
+@pytest.mark.parametrize(("proofs", "refusals", "expected"), [row[1:] for row in REFUSAL_TABLE],
+                         ids=[row[0] for row in REFUSAL_TABLE])
+def test_refusals_from_the_peers_address_are_a_loss_only_when_they_persist(
+        proofs: list[float], refusals: list[float], expected: float | None) -> None:
+    policy = LivenessPolicy(0.0)
+    timeline = sorted([(t, 0) for t in proofs] + [(t, 1) for t in refusals] + [(t, 2) for t in EVERY_TICK])
+    lost = None
+    for t, kind in timeline:
+        if kind == 0:
+            policy.proof_of_life(t)
+        elif kind == 1:
+            policy.refused(t)
+        elif (verdict := policy.check(t)) is not None:
+            lost = t
+            assert verdict.refused and "refused" in verdict.describe()
+            break
+        else:
+            policy.probe_sent(t)
+    assert lost == expected
+
+
 def test_policy_reports_what_it_saw_and_ignores_proofs_from_the_past() -> None:
     policy = LivenessPolicy(0.0)
     policy.proof_of_life(1.0)
@@ -121,6 +155,12 @@ async def test_a_frozen_streaming_server_is_lost_within_3_s(tmp_path: Path) -> N
 async def test_a_frozen_quiet_peer_is_lost_within_3_s() -> None:
     ms = await quiet_server_detect_ms()
     assert EARLIEST_S * 1000 <= ms <= TARGET_S * 1000
+
+
+@pytest.mark.timeout(60)
+async def test_a_killed_peer_is_lost_on_its_hosts_refusals_well_before_the_silence_rule() -> None:
+    ms = await quiet_server_detect_ms(signal.SIGKILL)
+    assert REFUSED_FOR_S * 1000 <= ms <= (REFUSED_FOR_S + 2 * PROBE_INTERVAL_S) * 1000 + 250
 
 
 @pytest.mark.timeout(60)

@@ -10,7 +10,12 @@ touching aioice's module globals:
   ``stun.RETRY_RTO``;
 - any packet the connection receives (audio, RTCP, DTLS/SCTP) and any probe reply is
   proof of life;
-- nothing at all for LOST_AFTER_S means the peer is lost.
+- nothing at all for LOST_AFTER_S means the peer is lost;
+- sooner, when the peer's own host says nobody listens there any more: ICMP "port
+  unreachable" for our probes (its program died or was killed; a network drop sends no
+  such thing) for REFUSED_FOR_S with no sign of life in between. Linux reports these on
+  an unconnected UDP socket only with IP_RECVERR, and then queues them: the prober reads
+  that queue itself, so the socket never stays readable with errors nobody took.
 
 A 1.5 s stall of the link is not a loss (probing every 0.25 s rather than 0.5 s keeps a
 lost probe from stretching a short silence past the limit: FACTS.md), and a stall of our
@@ -24,8 +29,12 @@ if one changed, ``start()`` raises ``LivenessUnavailable`` naming it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
+import os
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +54,15 @@ LOST_AFTER_S = 2.5
 STALL_TOLERANCE_S = 0.25
 # How long a probe may take to be answered: aioice's single-try STUN timeout (stun.RETRY_RTO).
 ANSWER_WINDOW_S = 0.5
+# Refusals (ICMP port unreachable from the peer's address) for this long, nothing else in
+# between: the peer's socket is gone. Three probes' worth, so one stray ICMP decides nothing.
+REFUSED_FOR_S = 0.5
+
+
+# Where Linux reports ICMP errors on an unconnected UDP socket, per address family.
+_RECVERR = {socket.AF_INET: (socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)),
+            socket.AF_INET6: (socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25))}
+_ERRQUEUE_READ = getattr(socket, "MSG_ERRQUEUE", 0x2000) | socket.MSG_DONTWAIT
 
 
 class LivenessUnavailable(RuntimeError):
@@ -57,9 +75,10 @@ class LivenessTimings:
     lost_after_s: float = LOST_AFTER_S
     stall_tolerance_s: float = STALL_TOLERANCE_S
     answer_window_s: float = ANSWER_WINDOW_S
+    refused_for_s: float = REFUSED_FOR_S
 
     def __post_init__(self) -> None:
-        if min(self.probe_interval_s, self.stall_tolerance_s, self.answer_window_s) <= 0:
+        if min(self.probe_interval_s, self.stall_tolerance_s, self.answer_window_s, self.refused_for_s) <= 0:
             raise ValueError(f"liveness timings must be positive: {self}")
         # Otherwise a peer could be declared lost before a single probe had its chance.
         if self.lost_after_s <= self.probe_interval_s + self.answer_window_s:
@@ -70,8 +89,12 @@ class LivenessTimings:
 class Lost:
     silent_s: float  # since the last packet or probe reply
     unanswered_probes: int
+    refused: bool = False  # the peer's host said nothing listens there any more
 
     def describe(self) -> str:
+        if self.refused:
+            return (f"the peer stopped: its address refused {self.unanswered_probes} connectivity probes "
+                    f"({self.silent_s:.1f} s without a packet)")
         return (f"the peer went silent: no packet and no answer to {self.unanswered_probes} "
                 f"connectivity probes for {self.silent_s:.1f} s")
 
@@ -85,6 +108,7 @@ class LivenessPolicy:
     the checker itself was stalled, and packets that arrived meanwhile may still be
     queued behind it; nor is any check until a probe sent after that stall has had its
     answer window (probes from before it proved nothing about the peer since).
+    Lost sooner when refusals kept coming for ``refused_for_s`` with no sign of life.
     """
 
     def __init__(self, now: float, timings: LivenessTimings = LivenessTimings()) -> None:
@@ -94,12 +118,21 @@ class LivenessPolicy:
         self._last_check = now
         self._first_probe_in_silence: float | None = None
         self._probes_in_silence = 0
+        self._refused_since: float | None = None
+        self._refused_last = 0.0
 
     def proof_of_life(self, now: float) -> None:
         if now >= self._last_alive:
             self._last_alive = now
             self._first_probe_in_silence = None
             self._probes_in_silence = 0
+            self._refused_since = None
+
+    def refused(self, now: float) -> None:
+        """The peer's address answered a probe with "port unreachable"."""
+        if self._refused_since is None:
+            self._refused_since = now
+        self._refused_last = now
 
     def probe_sent(self, now: float) -> None:
         if self._first_probe_in_silence is None:
@@ -118,6 +151,9 @@ class LivenessPolicy:
             self._first_probe_in_silence = None
             return None
         silent = self.silent_s(now)
+        refused_since = self._refused_since
+        if refused_since is not None and self._refused_last - refused_since >= t.refused_for_s:
+            return Lost(silent_s=silent, unanswered_probes=self._probes_in_silence, refused=True)
         if silent < t.lost_after_s:
             return None
         first_probe = self._first_probe_in_silence
@@ -215,7 +251,13 @@ class Liveness:
         self._data_received = data_received
         # On the instance only: other connections in the process keep the class's method.
         conn.data_received = data_received  # type: ignore[method-assign]
+        self._refusals = [watch for pair in conn._nominated.values()
+                          if (watch := _RefusalWatch.install(pair, self._refused)) is not None]
         self._task = self._loop.create_task(self._run(), name="liveness")
+
+    def _refused(self) -> None:
+        if not self._stopped:
+            self._policy.refused(self._loop.time())
 
     def stop(self) -> None:
         if self._stopped:
@@ -225,6 +267,8 @@ class Liveness:
             self._task.cancel()
         for probe in self._probes:
             probe.cancel()
+        for watch in self._refusals:
+            watch.remove()
         # Unwrap only if nobody wrapped on top of us; else ours stays, as a pass-through.
         if vars(self._conn).get("data_received") is self._data_received:
             if self._had_own_data_received:
@@ -278,6 +322,68 @@ class Liveness:
         if not self._stopped:
             self.probes_answered += 1
             self._policy.proof_of_life(self._loop.time())
+
+
+class _RefusalWatch:
+    """ICMP "port unreachable" from one pair's remote address, read off its socket's error queue.
+
+    Only where the OS has IP_RECVERR (Linux); elsewhere, or if the socket cannot be
+    reached, install() returns None and the silence rule alone decides."""
+
+    def __init__(self, protocol: StunProtocol, errors: socket.socket, option: tuple[int, int],
+                 remote: tuple[Any, ...], on_refused: Callable[[], None]) -> None:
+        self._protocol = protocol
+        self._errors = errors
+        self._option = option
+        self._remote = remote[:2]
+        self._on_refused = on_refused
+        original = protocol.error_received
+
+        def error_received(exc: Exception) -> None:
+            original(exc)
+            self._drain()
+
+        self._hook = error_received
+        protocol.error_received = error_received  # type: ignore[method-assign]
+
+    @classmethod
+    def install(cls, pair: CandidatePair, on_refused: Callable[[], None]) -> _RefusalWatch | None:
+        transport = getattr(pair.protocol, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        option = _RECVERR.get(sock.family) if sock is not None else None
+        if option is None or not hasattr(socket, "MSG_ERRQUEUE"):
+            log.debug("no ICMP refusal check here: the peer's loss is found by its silence alone")
+            return None
+        try:
+            # A second handle on the same socket: asyncio's wrapper does not offer recvmsg.
+            errors = socket.socket(fileno=os.dup(sock.fileno()))
+            errors.setsockopt(*option, 1)
+        except OSError as exc:
+            log.debug("no ICMP refusal check (%s)", exc)
+            return None
+        return cls(pair.protocol, errors, option, pair.remote_addr, on_refused)
+
+    def _drain(self) -> None:
+        """Read every queued error (else the socket stays readable for ever) and report refusals
+        that came back from the peer's own address."""
+        while True:
+            try:
+                _, ancillary, _, addr = self._errors.recvmsg(1, 512, _ERRQUEUE_READ)
+            except OSError:  # empty (EAGAIN), or the socket closed under us
+                return
+            for _, _, data in ancillary:  # struct sock_extended_err: ee_errno first
+                if len(data) >= 4 and struct.unpack_from("=I", data)[0] == errno.ECONNREFUSED \
+                        and tuple(addr[:2]) == tuple(self._remote):
+                    self._on_refused()
+
+    def remove(self) -> None:
+        if vars(self._protocol).get("error_received") is self._hook:
+            del self._protocol.error_received
+        try:
+            self._errors.setsockopt(*self._option, 0)  # also empties the queue (Linux)
+        except OSError:
+            pass
+        self._errors.close()
 
 
 def start(pc: RTCPeerConnection, on_lost: Callable[[str], None],
