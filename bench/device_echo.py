@@ -196,9 +196,9 @@ class ProbedDevices(AudioIO):
         return _ProbedSource(self.source, self)
 
     def open_sink(self, pull: Pull) -> FrameSink:
-        def probed(frames: int) -> np.ndarray:  # PortAudio's thread, as the real pull
+        def probed(frames: int, play_time: float | None = None) -> np.ndarray:  # PortAudio's thread
             now = time.monotonic()
-            block = pull(frames)
+            block = pull(frames, play_time)
             note_onset(self.pulled, block, now)
             return block
 
@@ -206,9 +206,9 @@ class ProbedDevices(AudioIO):
         return self.sink
 
     def note_ring_depth(self, source: FrameSource) -> None:
-        ring = getattr(source, "_ring", None)
-        if ring is not None:
-            self.ring_depths.append(ring._count)
+        depth = getattr(source, "ring_depth", None)  # MicrophoneSource's; files have none
+        if depth is not None:
+            self.ring_depths.append(depth)
 
     def stream_latency_ms(self, end: FrameSource | FrameSink | None) -> float | None:
         """PortAudio's reported latency of the stream behind a source or sink, in ms."""
