@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from base.pcm import FRAME_SAMPLES, RATE
+from base.pcm import FRAME_SAMPLES, RATE, SILENCE, split_frames
 from core.echo_canceller import EchoCanceller, EchoSettings, FarEndQueue
 from rig.speech_samples import make_speech_wav, missing_tools, read_wav_int16
 
@@ -224,6 +224,23 @@ def test_cost_per_frame_is_small(speech) -> None:
     per_frame_us = (time.perf_counter() - start) / (len(scene.far) // FRAME_SAMPLES) * 1e6
     print(f"aec+ns {per_frame_us:.0f} us per 20 ms frame, pairing included")
     assert per_frame_us < 5000  # a quarter of real time even on a loaded 2-core machine
+
+
+def test_digital_silence_after_speech_costs_no_more_than_speech(speech) -> None:
+    # Exact zeros after the user spoke let the processor's filter states decay into denormal
+    # floats: each frame then cost ~5x (2.2 ms) for as long as the microphone stayed silent.
+    canceller = EchoCanceller()
+    frames = split_frames(speech["question"]) + [SILENCE] * 150
+    cost = []
+    for k, frame in enumerate(frames):
+        canceller.push_far(SILENCE, k * F)
+        started = time.thread_time()
+        canceller.process(frame.copy(), k * F)
+        cost.append(time.thread_time() - started)
+    spoken = len(split_frames(speech["question"]))
+    on_speech, on_silence = np.mean(cost[:spoken]), np.mean(cost[spoken + 50:])
+    print(f"{on_speech * 1e6:.0f} us per frame on speech, {on_silence * 1e6:.0f} us on the silence after it")
+    assert on_silence < 2.5 * on_speech
 
 
 # --- on the PulseAudio rig: a real echo path, real streams, PortAudio's own clocks ----------
