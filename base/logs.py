@@ -55,7 +55,9 @@ def setup_logging(verbose: int = 0, *, log_file: str = "sandra.log", console: bo
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.setLevel(logging.DEBUG)
+    # No lower than the most talkative handler: a record nobody writes costs a LogRecord all
+    # the same (qasync alone logs ~250 DEBUG lines a second during a call).
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     redactor = RedactingFilter()
     path: Path | None = None
     try:
@@ -75,6 +77,6 @@ def setup_logging(verbose: int = 0, *, log_file: str = "sandra.log", console: bo
         console_handler.addFilter(redactor)
         root.addHandler(console_handler)
     # Third-party chatter stays out of the user's console unless asked for.
-    for noisy in ("aioice", "aiortc", "aiohttp.access"):
+    for noisy in ("aioice", "aiortc", "aiohttp.access", "qasync"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
     return path
