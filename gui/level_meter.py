@@ -12,6 +12,10 @@ FLOOR_DB = -60.0
 # The peak mark falls this many dB per decay tick, like a hardware meter.
 _PEAK_FALL_DB = 1.5
 _DECAY_MS = 50
+# The card the meter sits on (QFrame#card in resources/style.qss): the meter paints its own
+# corners in it so it can be opaque, and a repaint of the bar repaints nothing behind it.
+_CARD = "#161b22"
+_TRACK = "#1f2630"
 
 
 class LevelMeter(QWidget):
@@ -20,6 +24,7 @@ class LevelMeter(QWidget):
         self.setObjectName("levelMeter")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip("Microphone level")
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self._level = FLOOR_DB
         self._peak = FLOOR_DB
         self._decay = QTimer(self)
@@ -72,9 +77,10 @@ class LevelMeter(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.fillRect(self.rect(), QColor(_CARD))
         rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(QColor("#1f2630"))
+        painter.setBrush(QColor(_TRACK))
         painter.drawRoundedRect(rect, 4, 4)
         fraction = self._fraction(self._level)
         if fraction > 0:
