@@ -1,6 +1,6 @@
 """Application start: the window with its call (`run`) and offscreen screenshots.
 
-One thread runs Qt and asyncio together through qasync. The window shows first;
+One thread runs Qt and asyncio together (gui/event_loop.py, on qasync). The window shows first;
 the latency plot, the device list and the engine (aiortc) load after the first
 paint, so the window appears quickly.
 """
@@ -163,13 +163,13 @@ async def shutdown(window: MainWindow) -> None:
 
 def run(argv: list[str]) -> int:
     """The desktop app. Returns the process exit code."""
-    import qasync
+    from gui import event_loop
 
     application(argv)
     window = build_window(load_settings())
     probe = os.environ.get(PROBE_ENV) == "1"
     try:
-        return int(qasync.run(_run_closing_on_signals(window, probe=probe)))
+        return int(event_loop.run(_run_closing_on_signals(window, probe=probe)))
     except RuntimeError as exc:
         # Qt ended its loop under us: the display went away (X server gone, session
         # ended). Nothing bound to the closed loop can be closed politely any more, and

@@ -14,9 +14,8 @@ import asyncio, logging, os, sys, threading
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 sys.path.insert(0, sys.argv[1])
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="LOG %(levelname)s %(name)s: %(message)s")
-import qasync
 from PySide6.QtCore import QTimer
-from gui import crash_guard
+from gui import crash_guard, event_loop
 from gui.app import application
 
 shown = []
@@ -39,7 +38,7 @@ async def main():
     for message in shown:
         print("SHOWN", message)
 
-qasync.run(main())
+event_loop.run(main())
 '''
 
 

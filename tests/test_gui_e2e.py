@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import qasync
+
 from PySide6.QtCore import Qt
 
 from core.config import Settings
 from core.call.engine import CallEngine
 from rig.engine_helpers import custom_settings, engine_options, is_audible
+from gui import event_loop
 from gui.app import application, build_window, run_window
 from gui.main_window import MainWindow
 from rig.pulse_rig import PulseRig
@@ -44,7 +45,7 @@ COUNTDOWN = re.compile(r"^Reconnecting in \d+ s, attempt 1 of 5$")
 
 def run_on_qasync(scenario: Awaitable[None]) -> None:
     """Run a coroutine on a qasync loop (Qt and asyncio on this thread), then close the loop."""
-    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(application())) as runner:
+    with asyncio.Runner(loop_factory=lambda: event_loop.new_loop(application())) as runner:
         runner.run(scenario)
 
 
