@@ -165,7 +165,9 @@ class EchoCanceller:
         self._far = FarEndQueue(lead_s=settings.lead_ms / 1000)
         self._far_frame = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         # +-1 LSB (-90 dBFS, inaudible): what the processor gets instead of exact digital silence
-        self._dither = np.random.default_rng(0).integers(-1, 2, FRAME_SAMPLES).astype(np.int16)
+        # (two patterns, so the far end's never looks like an echo of the near end's)
+        self._near_dither, self._far_dither = (rng.integers(-1, 2, FRAME_SAMPLES).astype(np.int16)
+                                               for rng in (np.random.default_rng(0), np.random.default_rng(1)))
         self._processor: Optional[AudioProcessor] = None
         self._voice: Optional[VoiceDetector] = None
         # of the last processed frame, for barge-in by voice (core/voice_barge_in.py)
@@ -197,22 +199,25 @@ class EchoCanceller:
         Off, near itself comes back (copy it if its buffer is reused, as PortAudio's is)."""
         if self._processor is None:
             return near
+        # Exact zeros after sound (a muted or idle microphone; Sandra done speaking) let the
+        # processor's filter states decay into denormal floats: 5-10x its CPU (2-4 ms a
+        # frame) for as long as the silence lasts. Real microphones always hiss; so does this.
+        heard = near
         if not near.any():
-            # Exact zeros (a muted or idle microphone) after speech let the processor's filter
-            # states decay into denormal floats: ~5x its CPU (2.2 ms a frame), for as long as
-            # the silence lasts. Real microphones always hiss; a muted one gets a faint hiss.
-            near = self._dither
+            near = self._near_dither
         far = None
         if self.settings.echo_cancellation:
             with self._lock:
                 far = self._far.pull(adc_time, self._far_frame)
+                if not far.any():
+                    far = self._far_dither
                 self.reference_steady_s = adc_time - self._far.disturbed_at
         cleaned = self._processor.process(near, far)
         if self._voice is None:
             self.speech_probability = float(self._processor.speech_probability)
         else:
             self.speech_probability = float(self._voice.process(cleaned))
-        self.mic_dbfs, self.cleaned_dbfs = level_dbfs(near), level_dbfs(cleaned)
+        self.mic_dbfs, self.cleaned_dbfs = level_dbfs(heard), level_dbfs(cleaned)
         return cleaned
 
     def pairing(self) -> PairingStats:
