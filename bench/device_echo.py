@@ -191,8 +191,8 @@ class ProbedDevices(AudioIO):
     source: FrameSource | None = None
     sink: FrameSink | None = None
 
-    def open_source(self, on_level: Callable[[float], None] | None) -> FrameSource:
-        self.source = self.devices.open_source(on_level)
+    def open_source(self, on_block: Callable[[np.ndarray], None] | None) -> FrameSource:
+        self.source = self.devices.open_source(on_block)
         return _ProbedSource(self.source, self)
 
     def open_sink(self, pull: Pull) -> FrameSink:

@@ -111,7 +111,7 @@ class ClickAudio(AudioIO):
         self.probe = ClickProbe()
         self.sink: ClockSink | None = None
 
-    def open_source(self, on_level: Callable[[float], None] | None) -> FrameSource:
+    def open_source(self, on_block: Callable[[np.ndarray], None] | None) -> FrameSource:
         return ClickSource(self.probe)
 
     def open_sink(self, pull: Pull) -> FrameSink:

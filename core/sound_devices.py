@@ -37,6 +37,7 @@ from typing import TypeVar
 import numpy as np
 
 from base.errors import DeviceError
+from base.pcm import level_dbfs
 from core.audio import (STALL_S, AudioIO, DeviceAudio, FrameSink, FrameSource, Pull, SilentSink, SilentSource,
                         StreamHealth)
 
@@ -160,7 +161,7 @@ class SoundDevices:
         self._on_problem = on_problem
         self._on_recovered = on_recovered or (lambda _message: None)
         self._make_recovery = make_recovery
-        self._level: Callable[[float], None] | None = None
+        self._level: Callable[[np.ndarray], None] | None = None
         self._source: FrameSource | None = None
         self._sink: FrameSink | None = None
         self._watch: asyncio.Task | None = None
@@ -185,10 +186,11 @@ class SoundDevices:
         loop = asyncio.get_running_loop()
         last_level = [0.0]
 
-        def level(dbfs: float) -> None:  # PortAudio's thread: hand over a few times a second
+        def level(block: np.ndarray) -> None:  # PortAudio's thread: measured and handed over a few times a second
             now = time.monotonic()
             if now - last_level[0] >= LEVEL_EVERY_S:
                 last_level[0] = now
+                dbfs = level_dbfs(block)
                 loop.call_soon_threadsafe(self._on_level, dbfs if math.isfinite(dbfs) else -120.0)
 
         self._level = level
