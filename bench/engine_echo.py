@@ -2,11 +2,11 @@
 
 The microphone is a ClickSource (a 10 ms 1 kHz click once a second, silence between)
 read by the engine's real CaptureTrack; the speaker is a ClockSink that pulls the
-engine's playout stage every 20 ms, as a sound card does, and notes when the click's
+engine's playout stage every 10 ms, as the app's output stream does, and notes when the click's
 first loud sample is played. The far end is `python main.py serve --mode echo`.
 Under jitter the call goes through bench.jitter_relay.JitterRelay (0-30 ms delay,
 1 % loss of RTP each way, seeded per run), put between the peers with the engine's
-provider_wrapper. The gap figure is the share of 20 ms playout slots after the
+provider_wrapper. The gap figure is the share of playout slots after the
 warm-up that the playout stage had to conceal, minus the share the relay dropped on the
 way back (the echo server sends a frame every 20 ms whatever reached it, so a drop on
 the way to it leaves no hole: JitterRelay.unfillable_gap_pct). The drops per direction
@@ -33,7 +33,7 @@ from bench.figures import Figures, cli, figures_from
 from bench.jitter_relay import JitterRelay
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
 from base.pcm import FRAME_SAMPLES, RATE
-from core.audio import AudioIO, FrameSink, FrameSource, Pull, WavSink
+from core.audio import BLOCK_SIZE, AudioIO, FrameSink, FrameSource, Pull, WavSink
 from core.call.state import Phase
 from core.providers import EphemeralKey, Provider
 
@@ -82,7 +82,8 @@ class ClickSource(FrameSource):
 
 
 class ClockSink(WavSink):
-    """A virtual sound card (WavSink's 20 ms clock, recording nothing) that detects the click's return."""
+    """A virtual sound card that detects the click's return: it pulls the playout stage in
+    blocks of the app's real output stream (core.audio.BLOCK_SIZE, 10 ms), recording nothing."""
 
     def __init__(self, probe: ClickProbe, pull: Pull) -> None:
         self._probe = probe
@@ -90,11 +91,11 @@ class ClockSink(WavSink):
         super().__init__(None, pull)
 
     async def _run(self) -> None:
-        step = FRAME_SAMPLES / RATE
+        step = BLOCK_SIZE / RATE
         started = time.monotonic()
         while True:
             played_at = time.monotonic()
-            block = self._pull(FRAME_SAMPLES)
+            block = self._pull(BLOCK_SIZE)
             self.slots += 1
             if self._probe.armed:
                 loud = np.flatnonzero(np.abs(block.astype(np.int32)) > CLICK_THRESHOLD)
@@ -157,7 +158,7 @@ async def echo_through_engine(server: ServerProcess, seconds: float,
     finally:
         await engine.close()
     dropped_pct = 0.0 if relay is None else relay.unfillable_gap_pct(far_end_fills_losses=True)
-    gap_pct = 100.0 * concealed / max(1, slots * FRAME_SAMPLES) - dropped_pct
+    gap_pct = 100.0 * concealed / max(1, slots * BLOCK_SIZE) - dropped_pct
     return audio.probe.round_trips_ms(measured_from), gap_pct
 
 

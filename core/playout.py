@@ -51,7 +51,9 @@ class Playout:
         *,
         capacity_ms: int = 320,
         max_depth_ms: int = 160,
-        calm_s: float = 1.0,
+        # A frame unused for a whole calm window is dropped: 1 s shed the cushion a jittery
+        # link needs again right after (bench: 1.2 % gaps under 0-30 ms jitter), 2 s 0.95 %.
+        calm_s: float = 2.0,
         fade_ms: int = 40,
         idle_after_ms: int = 200,
         audible_threshold: int = 500,
