@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported: there is no display
 
@@ -64,8 +63,6 @@ def one_run(turns: int, warmup: int, tmp: Path) -> float:
     window = build_window(Settings(), engine=engine)
     window.show()
     window.install_latency_plot()
-    # The engine's handler only notes the time of arrival on the connection it is given.
-    connection = SimpleNamespace(last_rx=0.0)
     rng = random.Random(7)
     baseline = 0.0
     started = time.monotonic()
@@ -74,7 +71,7 @@ def one_run(turns: int, warmup: int, tmp: Path) -> float:
             app.processEvents()
             baseline = rss_mb()
         for event in _turn_events(i, rng):
-            engine._on_message(connection, json.dumps(event))
+            engine._on_message(json.dumps(event))
         engine._record("response_latency", rng.uniform(150.0, 400.0))
         if i % QT_EVENTS_EVERY == 0:
             app.processEvents()

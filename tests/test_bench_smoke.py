@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import subprocess
 import sys
@@ -53,3 +54,14 @@ def test_unknown_benchmark_name_is_refused() -> None:
     done = subprocess.run([sys.executable, "-m", "bench", "--only", "no_such_bench"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "no_such_bench" in done.stderr
+
+
+def test_soak_drives_the_engine_and_window_it_measures(tmp_path) -> None:
+    # A few turns only: that the harness still speaks the engine's and window's current API
+    # (it drives private handlers, and broke silently once when one changed).
+    script = ("import sys, pathlib; from bench.soak import one_run; "
+              "print('growth', one_run(20, 5, pathlib.Path(sys.argv[1])))")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=200, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert math.isfinite(float(done.stdout.split("growth")[-1]))
