@@ -48,7 +48,7 @@ import numpy as np
 from base.pcm import FRAME_SAMPLES, RATE
 from bench.figures import Figures, cli, figures_from
 from bench.rig import PhaseWatch, PulseRig, ServerProcess, engine_for, start_server
-from core.audio import AudioIO, DeviceAudio, FrameSink, FrameSource, Pull
+from core.audio import AudioIO, DeviceAudio, FrameSink, FrameSource, Pull, StreamHealth
 from core.call.engine import CallEngine
 from core.call.state import Phase
 
@@ -153,28 +153,36 @@ def note_onset(times: list[float], block: np.ndarray, handed_over: float) -> Non
 
 
 class _ProbedSource(FrameSource):
-    """The app's microphone source, noting when the send track takes a click from it."""
+    """The app's microphone source, noting when the send track takes a click from it; the
+    rest (ADC times, the release cut, health) passes through, so the engine sees the real one."""
 
     def __init__(self, inner: FrameSource, probes: ProbedDevices) -> None:
         self._inner = inner
         self._probes = probes
 
-    def read_frame(self) -> np.ndarray | None:
+    def read_timed_frame(self) -> tuple[float | None, np.ndarray] | None:
         now = time.monotonic()
         self._probes.note_ring_depth(self._inner)
-        frame = self._inner.read_frame()
-        if frame is not None:
-            note_onset(self._probes.sent, frame, now)
-        return frame
+        timed = self._inner.read_timed_frame()
+        if timed is not None:
+            note_onset(self._probes.sent, timed[1], now)
+        return timed
+
+    def read_frame(self) -> np.ndarray | None:
+        timed = self.read_timed_frame()
+        return None if timed is None else timed[1]
 
     def discard(self) -> None:
         self._inner.discard()
 
-    def failure(self) -> str | None:
-        return self._inner.failure()
+    def end_capture(self, until: float) -> None:
+        self._inner.end_capture(until)
 
-    def warning(self) -> str | None:
-        return self._inner.warning()
+    def capture_done(self) -> bool:
+        return self._inner.capture_done()
+
+    def health(self) -> StreamHealth | None:
+        return self._inner.health()
 
     def close(self) -> None:
         self._inner.close()

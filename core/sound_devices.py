@@ -49,8 +49,8 @@ LEVEL_EVERY_S = 0.08  # input level hand-overs to the loop: ~12 a second is plen
 WATCH_EVERY_S = 0.25
 TELL_AFTER_S = 3.0
 REOPEN_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # the last one repeats
-CAPTURE_FLUSH_TIMEOUT_S = 0.5
-READING_S = 0.2  # read_frame called this recently: the gate is open, someone is talking  # PortAudio's input buffer + the ring, with room for a slow callback
+CAPTURE_FLUSH_TIMEOUT_S = 0.5  # PortAudio's input buffer + the ring, with room for a slow callback
+READING_S = 0.2  # read_frame called this recently: the gate is open, someone is talking
 
 
 class Device(Enum):

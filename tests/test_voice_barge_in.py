@@ -171,7 +171,7 @@ def test_voice_stops_the_assistant_on_the_rig(pulse, speech) -> None:
     voiced = [k for k, f in enumerate(question[: len(question) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES))
               if level_dbfs(f) > ONSET_DBFS]
     steady = VoiceBargeIn().settings.steady_for_s
-    for attempt in range(2):
+    for _ in range(2):
         run = play_on_rig(pulse, far, question=question, question_at_s=4.0)
         # where the question landed in the microphone: its cross-correlation peak (the echo is another voice)
         n = len(run.mic) + len(question)

@@ -12,7 +12,7 @@ touching aioice's module globals:
   proof of life;
 - nothing at all for LOST_AFTER_S means the peer is lost;
 - sooner, when the peer's own host says nobody listens there any more: ICMP "port
-  unreachable" for our probes (its program died or was killed; a network drop sends no
+  unreachable" for what we send (its program died or was killed; a network drop sends no
   such thing) for REFUSED_FOR_S with no sign of life in between. Linux reports these on
   an unconnected UDP socket only with IP_RECVERR, and then queues them: the prober reads
   that queue itself, so the socket never stays readable with errors nobody took.
@@ -129,7 +129,7 @@ class LivenessPolicy:
             self._refused_since = None
 
     def refused(self, now: float) -> None:
-        """The peer's address answered a probe with "port unreachable"."""
+        """The peer's address answered something we sent with "port unreachable"."""
         if self._refused_since is None:
             self._refused_since = now
         self._refused_last = now
