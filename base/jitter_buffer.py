@@ -36,8 +36,9 @@ from typing import Optional
 import aiortc
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
+
+from base.audio_receivers import on_audio_receiver
 
 log = logging.getLogger(__name__)
 
@@ -371,19 +372,5 @@ def hook_adaptive_jitter_buffer(
     pc: RTCPeerConnection,
     on_installed: Callable[[AdaptiveJitterBuffer], None] = lambda buffer: None,
 ) -> None:
-    """Install the adaptive buffer on every audio track this peer connection receives.
-
-    aiortc emits "track" inside setRemoteDescription, before ICE/DTLS connect, so no
-    packet has reached the stock buffer yet.
-    """
-
-    def on_track(track: MediaStreamTrack) -> None:
-        if track.kind != "audio":
-            return
-        for transceiver in pc.getTransceivers():
-            if transceiver.receiver.track is track:
-                on_installed(install_adaptive_jitter_buffer(transceiver.receiver))
-                return
-        raise RuntimeError("no receiver found for the remote audio track")
-
-    pc.on("track", on_track)
+    """Install the adaptive buffer on every audio track this peer connection receives."""
+    on_audio_receiver(pc, lambda receiver: on_installed(install_adaptive_jitter_buffer(receiver)))

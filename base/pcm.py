@@ -35,6 +35,15 @@ def level_dbfs(samples: np.ndarray) -> float:
     return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
 
 
+def pcm_frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
+    """int16 mono samples as a 48 kHz frame starting at `pts` (in samples)."""
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = RATE
+    frame.pts = pts
+    frame.time_base = TIME_BASE
+    return frame
+
+
 def split_frames(pcm: np.ndarray) -> list[np.ndarray]:
     """int16 mono samples → 20 ms frames, the last one padded with silence."""
     pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
@@ -97,24 +106,34 @@ class PacedTrack(MediaStreamTrack):
     def next_samples(self) -> np.ndarray:
         raise NotImplementedError
 
+    def clock_due(self, now: float) -> float:
+        """When the next frame is due on the clock (monotonic); a clock that lags far
+        behind `now` (a stalled loop) restarts there instead of bursting to catch up."""
+        if self._start is None or now - (self._start + self._pts / RATE) > _MAX_LAG_S:
+            self.restart_clock(now)
+        assert self._start is not None
+        return self._start + self._pts / RATE
+
+    def restart_clock(self, now: float) -> None:
+        """The next frame is due `now`, and the following ones every 20 ms after it."""
+        self._start = now - self._pts / RATE
+
     async def wait_for_next(self) -> None:
         """Sleep until the next frame is due on the clock."""
         now = time.monotonic()
-        if self._start is None or now - (self._start + self._pts / RATE) > _MAX_LAG_S:
-            self._start = now - self._pts / RATE
-            return
-        await asyncio.sleep(max(0.0, self._start + self._pts / RATE - now))
+        await asyncio.sleep(max(0.0, self.clock_due(now) - now))
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         await self.wait_for_next()
         if self.readyState != "live":
             raise MediaStreamError
-        frame = av.AudioFrame.from_ndarray(self.next_samples().reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = TIME_BASE
+        out = self.package(pcm_frame(self.next_samples(), self._pts))
         self._pts += FRAME_SAMPLES
         self.frames_sent += 1
+        return out
+
+    def package(self, frame: av.AudioFrame) -> av.AudioFrame | av.Packet:
+        """What the sender is handed: the frame, for aiortc to encode (or a packet encoded here)."""
         return frame

@@ -199,8 +199,9 @@ class ProbedDevices(AudioIO):
     source: FrameSource | None = None
     sink: FrameSink | None = None
 
-    def open_source(self, on_block: Callable[[np.ndarray], None] | None) -> FrameSource:
-        self.source = self.devices.open_source(on_block)
+    def open_source(self, on_block: Callable[[np.ndarray], None] | None,
+                    on_frame: Callable[[], None] | None = None) -> FrameSource:
+        self.source = self.devices.open_source(on_block, on_frame)
         return _ProbedSource(self.source, self)
 
     def open_sink(self, pull: Pull) -> FrameSink:

@@ -112,8 +112,9 @@ class ClickAudio(AudioIO):
         self.probe = ClickProbe()
         self.sink: ClockSink | None = None
 
-    def open_source(self, on_block: Callable[[np.ndarray], None] | None) -> FrameSource:
-        return ClickSource(self.probe)
+    def open_source(self, on_block: Callable[[np.ndarray], None] | None,
+                    on_frame: Callable[[], None] | None = None) -> FrameSource:
+        return ClickSource(self.probe)  # no device clock: the track's own clock paces it
 
     def open_sink(self, pull: Pull) -> FrameSink:
         self.sink = ClockSink(self.probe, pull)

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import av
 import numpy as np
 
 from base.errors import DeviceError
+from base.opus import MonoOpusEncoder
 from base.pcm import FRAME_SAMPLES, FRAME_SECONDS, RATE, SILENCE, PacedTrack, level_dbfs
 
 log = logging.getLogger(__name__)
@@ -352,9 +354,11 @@ class _CaptureRing:
         with self._lock:
             return len(self._frames)
 
-    def push(self, samples: np.ndarray, end_time: float) -> None:
-        """samples (int16 mono 48 kHz) whose last one was heard at end_time (monotonic)."""
+    def push(self, samples: np.ndarray, end_time: float) -> int:
+        """samples (int16 mono 48 kHz) whose last one was heard at end_time (monotonic);
+        returns how many whole frames they completed."""
         n = len(samples)
+        completed = 0
         with self._lock:
             start = end_time - n / RATE
             self._captured_until = end_time
@@ -371,7 +375,9 @@ class _CaptureRing:
                 if self._fill == FRAME_SAMPLES:
                     self._frames.append((self._partial_at, self._partial.copy()))
                     self._fill = 0
+                    completed += 1
             self._flush_partial()
+        return completed
 
     def _flush_partial(self) -> None:
         if self._cutoff is not None and self._fill and self._captured_until >= self._cutoff:
@@ -437,13 +443,14 @@ class MicrophoneSource(FrameSource):
     """A sounddevice input stream feeding the capture ring with 48 kHz mono."""
 
     def __init__(self, device: str | int | None, on_block: Callable[[np.ndarray], None] | None = None,
-                 fmt: StreamFormat | None = None) -> None:
+                 fmt: StreamFormat | None = None, on_frame: Callable[[], None] | None = None) -> None:
         import sounddevice as sd
 
         self.format = choose_format("input", device, fmt)
         self._convert = _Downmix(self.format)
         self._ring = _CaptureRing()
         self._on_block = on_block
+        self._on_frame = on_frame
         self.opened_at = time.monotonic()
         self.last_sound: float | None = None
         self.last_callback: float | None = None
@@ -470,9 +477,11 @@ class MicrophoneSource(FrameSource):
         mono = self._convert.convert(indata)
         if mono.any():
             self.last_sound = self.last_callback
-        self._ring.push(mono, heard_end)
+        completed = self._ring.push(mono, heard_end)
         if self._on_block is not None:
             self._on_block(mono)
+        if completed and self._on_frame is not None:
+            self._on_frame()
 
     def _finished(self) -> None:
         if not self._closing:
@@ -643,20 +652,82 @@ class SilentSink(WavSink):
         return StreamHealth(self._since, None, ended=True)
 
 
+# A microphone frame later than its clock time by this much is not coming (a stall, a
+# reopening, a file): the track's own 20 ms clock sends meanwhile. A whole frame, so a
+# frame that is merely late (scheduling under load) is never replaced by silence.
+WAKEUP_SLACK_S = FRAME_SECONDS
+
+
+class FrameWakeup:
+    """"A whole microphone frame is waiting", raised on PortAudio's thread, awaited on the loop.
+
+    A flag, not a count: frames completed together send one now and leave the rest to the
+    capture ring's backlog shedding, as a clock would."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._raised = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        """Any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._raise)
+        except RuntimeError:  # the loop closed under a stream that is still stopping
+            pass
+
+    def _raise(self) -> None:
+        self._raised = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """True once raised (and lowered again), False after `timeout` seconds without."""
+        if not self._raised:
+            waiter = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(timeout, lambda: waiter.done() or waiter.set_result(None))
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        raised, self._raised = self._raised, False
+        return raised
+
+
 class CaptureTrack(PacedTrack):
     """The outgoing audio track: 20 ms frames in real time, silence when `read` has none.
 
     `read` decides what goes out (the engine gates it with push-to-talk and follows
     device changes), so a fresh track per connection attempt never holds a stale device.
+    With `opus` the track hands the sender mono Opus packets it encoded itself
+    (base/opus.py); only for a transceiver that negotiates nothing but Opus. With a
+    `wakeup` each frame goes the moment the microphone completes it instead of on the
+    next tick of the track's clock (~10 ms sooner on average).
     """
 
-    def __init__(self, read: Callable[[], np.ndarray | None]) -> None:
+    def __init__(self, read: Callable[[], np.ndarray | None], *, opus: bool = False,
+                 wakeup: FrameWakeup | None = None) -> None:
         super().__init__()
         self._read = read
+        self._encoder = MonoOpusEncoder() if opus else None
+        self._wakeup = wakeup
+
+    async def wait_for_next(self) -> None:
+        if self._wakeup is None:
+            await super().wait_for_next()
+            return
+        now = time.monotonic()
+        due = self.clock_due(now)
+        if await self._wakeup.wait(max(0.0, due - now) + WAKEUP_SLACK_S):
+            self.restart_clock(time.monotonic())  # the device's frames set the pace; the clock follows them
 
     def next_samples(self) -> np.ndarray:
         samples = self._read()
         return SILENCE if samples is None else samples
+
+    def package(self, frame: av.AudioFrame) -> av.AudioFrame | av.Packet:
+        return frame if self._encoder is None else self._encoder.encode(frame)
 
 
 class AudioIO(ABC):
@@ -667,8 +738,11 @@ class AudioIO(ABC):
     opens_blocking = True
 
     @abstractmethod
-    def open_source(self, on_block: Callable[[np.ndarray], None] | None) -> FrameSource:
-        """on_block: each captured block (int16 mono, PortAudio's thread), e.g. for a level meter."""
+    def open_source(self, on_block: Callable[[np.ndarray], None] | None,
+                    on_frame: Callable[[], None] | None = None) -> FrameSource:
+        """on_block: each captured block (int16 mono, PortAudio's thread), e.g. for a level meter;
+        on_frame: a whole frame is ready to read (PortAudio's thread; sources with no device
+        clock never call it)."""
 
     @abstractmethod
     def open_sink(self, pull: Pull) -> FrameSink: ...
@@ -686,8 +760,9 @@ class DeviceAudio(AudioIO):
     input_format: StreamFormat | None = None
     output_format: StreamFormat | None = None
 
-    def open_source(self, on_block: Callable[[np.ndarray], None] | None) -> FrameSource:
-        return MicrophoneSource(self.input_device, on_block, self.input_format)
+    def open_source(self, on_block: Callable[[np.ndarray], None] | None,
+                    on_frame: Callable[[], None] | None = None) -> FrameSource:
+        return MicrophoneSource(self.input_device, on_block, self.input_format, on_frame)
 
     def open_sink(self, pull: Pull) -> FrameSink:
         return SpeakerSink(self.output_device, pull, self.output_format)
@@ -704,7 +779,8 @@ class FileAudio(AudioIO):
     source: WavSource | None = None
     sink: WavSink | None = None
 
-    def open_source(self, on_block: Callable[[np.ndarray], None] | None) -> FrameSource:
+    def open_source(self, on_block: Callable[[np.ndarray], None] | None,
+                    on_frame: Callable[[], None] | None = None) -> FrameSource:
         self.source = WavSource(self.input_path)
         return self.source
 

@@ -38,8 +38,8 @@ import numpy as np
 
 from base.errors import DeviceError
 from base.pcm import level_dbfs
-from core.audio import (STALL_S, AudioIO, DeviceAudio, FrameSink, FrameSource, Pull, SilentSink, SilentSource,
-                        StreamHealth)
+from core.audio import (STALL_S, AudioIO, DeviceAudio, FrameSink, FrameSource, FrameWakeup, Pull, SilentSink,
+                        SilentSource, StreamHealth)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ class SoundDevices:
         self._on_recovered = on_recovered or (lambda _message: None)
         self._make_recovery = make_recovery
         self._level: Callable[[np.ndarray], None] | None = None
+        self._wakeup: FrameWakeup | None = None
         self._source: FrameSource | None = None
         self._sink: FrameSink | None = None
         self._watch: asyncio.Task | None = None
@@ -179,6 +180,11 @@ class SoundDevices:
     def sink(self) -> FrameSink | None:
         return self._sink
 
+    @property
+    def frame_wakeup(self) -> FrameWakeup | None:
+        """Raised whenever the microphone (this one or a reopened one) completes a frame."""
+        return self._wakeup
+
     async def open(self) -> None:
         """Open both devices (DeviceError says which one cannot be had, even by default)."""
         if self._source is not None:
@@ -194,6 +200,8 @@ class SoundDevices:
                 loop.call_soon_threadsafe(self._on_level, dbfs if math.isfinite(dbfs) else -120.0)
 
         self._level = level
+        if self._wakeup is None:
+            self._wakeup = FrameWakeup(loop)
         self._source = await self._open_with_fallback(Device.MICROPHONE, self._open_source)
         try:
             self._sink = await self._open_with_fallback(Device.SPEAKER, self._open_sink)
@@ -221,9 +229,10 @@ class SoundDevices:
             return opened
 
     async def _open_source(self) -> FrameSource:
+        notify = None if self._wakeup is None else self._wakeup.notify
         if not self.audio.opens_blocking:
-            return self.audio.open_source(self._level)
-        return await asyncio.to_thread(self.audio.open_source, self._level)
+            return self.audio.open_source(self._level, notify)
+        return await asyncio.to_thread(self.audio.open_source, self._level, notify)
 
     async def _open_sink(self) -> FrameSink:
         if not self.audio.opens_blocking:

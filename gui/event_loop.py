@@ -15,17 +15,17 @@ import asyncio
 import contextvars
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import qasync
 from PySide6.QtWidgets import QApplication
 
-from core.call.encoding import InlineAudioEncoding
 
 T = TypeVar("T")
 
-# Encoding (50 jobs a second) beside a slow keyring or device query never waits for a thread.
+# A slow keyring or device query beside others never waits long for a thread.
 EXECUTOR_WORKERS = 4
 
 
@@ -36,8 +36,8 @@ class BatchingEventLoop(qasync.QEventLoop):  # type: ignore[misc, valid-type]
         self._batch_scheduled = False
         self._thread = threading.get_ident()
         # qasync's default executor is ten QThreads with a queue, a Condition and debug
-        # logging per job: a plain pool is cheaper, and audio encodes skip it altogether.
-        self.set_default_executor(InlineAudioEncoding(EXECUTOR_WORKERS, "sandra-worker"))
+        # logging per job: a plain pool is cheaper.
+        self.set_default_executor(ThreadPoolExecutor(EXECUTOR_WORKERS, "sandra-worker"))
 
     def call_soon(self, callback: Callable[..., Any], *args: Any,
                   context: contextvars.Context | None = None) -> asyncio.Handle:

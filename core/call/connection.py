@@ -22,8 +22,10 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from base import loopback_ice
 from base.errors import ProviderError
+from base.inline_decoding import hook_inline_decoding
 from base.jitter_buffer import hook_adaptive_jitter_buffer
-from core.audio import CaptureTrack
+from base.opus import prefer_opus_only
+from core.audio import CaptureTrack, FrameWakeup
 from core.call import liveness
 from core.call.protocol import ClientEvent, encode
 from core.playout import Playout, play_track
@@ -79,6 +81,7 @@ async def connect(
     configuration: RTCConfiguration,
     *,
     read_input: Callable[[], np.ndarray | None],
+    wakeup: FrameWakeup | None,
     on_message: Callable[[Any], None],
     playout: Playout,
     accepts_audio: Callable[[], bool],
@@ -94,7 +97,8 @@ async def connect(
     record("token_acquisition", (time.monotonic() - started) * 1000)
     if provider.is_loopback:
         loopback_ice.acquire_loopback_only()
-    conn = Connection(pc=RTCPeerConnection(configuration), track=CaptureTrack(read_input), loopback=provider.is_loopback)
+    conn = Connection(pc=RTCPeerConnection(configuration), track=CaptureTrack(read_input, opus=True, wakeup=wakeup),
+                      loopback=provider.is_loopback)
     try:
         await _negotiate(conn, provider, http, key, on_message, playout, accepts_audio, record)
     except BaseException:
@@ -107,12 +111,13 @@ async def _negotiate(conn: Connection, provider: Provider, http: aiohttp.ClientS
                      on_message: Callable[[Any], None], playout: Playout, accepts_audio: Callable[[], bool],
                      record: Record) -> None:
     pc = conn.pc
-    pc.addTrack(conn.track)
+    prefer_opus_only(pc.addTransceiver(conn.track, direction="sendrecv"))  # the track hands over Opus packets
     channel = conn.channel = pc.createDataChannel("oai-events")
     channel.on("open", conn.opened.set)
     channel.on("message", on_message)
     channel.on("close", lambda: conn.lose("the server closed the event channel"))
     hook_adaptive_jitter_buffer(pc)
+    hook_inline_decoding(pc)
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:

@@ -234,8 +234,8 @@ class CallEngine:
             configuration = await self._dialer.configuration(provider)
             self._conn = await asyncio.wait_for(connect(
                 provider, self._dialer.http, protocol.session_config(self._session_options()), configuration,
-                read_input=self._read_input, on_message=self._on_message, playout=self._playout,
-                accepts_audio=self.dialogue.accepts_audio, record=self._record,
+                read_input=self._read_input, wakeup=self._devices.frame_wakeup, on_message=self._on_message,
+                playout=self._playout, accepts_audio=self.dialogue.accepts_audio, record=self._record,
             ), self.options.connect_timeout)
         except (AuthError, ConfigError) as exc:  # retrying cannot fix a wrong key, setting or empty account
             self.life.ended(str(exc))

@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
 from base.pcm import FRAME_SAMPLES, RATE
+from base.inline_decoding import hook_inline_decoding
 from base.jitter_buffer import hook_adaptive_jitter_buffer
 from server.realtime import events
 from server.realtime.audio_out import OutputTrack, Pacing
@@ -118,6 +119,7 @@ class RealtimeCall:
         # aiortc's stock buffer holds 4 packets (80 ms) and stays deep after a loss;
         # the app's adaptive one releases in-order audio at once (DESIGN.md).
         hook_adaptive_jitter_buffer(pc)
+        hook_inline_decoding(pc)  # no decoder thread hop per frame (base/inline_decoding.py)
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
