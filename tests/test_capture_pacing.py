@@ -13,8 +13,7 @@ import pytest
 
 import core.audio as audio
 from base.pcm import FRAME_SECONDS
-from core.audio import CaptureTrack, DeviceAudio, FrameWakeup
-from core.sound_devices import SoundDevices
+from core.audio import CaptureTrack, FrameWakeup, MicrophoneSource
 from rig.pulse_rig import tone
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,37 +61,49 @@ async def test_without_frames_the_track_keeps_its_20_ms_rhythm() -> None:
     assert 25 * FRAME_SECONDS * 0.9 < elapsed < 25 * FRAME_SECONDS + 0.25, elapsed
 
 
-async def _frame_waits(devices: SoundDevices, wakeup: FrameWakeup | None, frames: int) -> list[float]:
-    """How long each microphone frame waited after its last sample was heard, until the track took it."""
+class _TimedWakeup(FrameWakeup):
+    """Notes when the microphone completed each frame, and what woke the track."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.completed: list[float] = []
+        self.woken = self.timed_out = 0
+
+    def notify(self) -> None:
+        self.completed.append(time.monotonic())
+        super().notify()
+
+    async def wait(self, timeout: float) -> bool:
+        raised = await super().wait(timeout)
+        if raised:
+            self.woken += 1
+        else:
+            self.timed_out += 1
+        return raised
+
+
+async def test_on_the_rig_each_frame_goes_as_soon_as_the_microphone_completes_it(pulse) -> None:
+    wakeup = _TimedWakeup(asyncio.get_running_loop())
+    mic = MicrophoneSource(None, on_frame=wakeup.notify)
     waits: list[float] = []
 
     def read() -> np.ndarray | None:
-        timed = devices.read_timed_frame()
-        if timed is None or timed[0] is None:
-            return None
-        waits.append(time.monotonic() - (timed[0] + FRAME_SECONDS))
-        return timed[1]
+        timed = mic.read_timed_frame()
+        if timed is not None and wakeup.completed:
+            waits.append(time.monotonic() - wakeup.completed[-1])
+        return None if timed is None else timed[1]
 
     track = CaptureTrack(read, wakeup=wakeup)
-    devices.discard()
-    while len(waits) < frames:
-        await track.recv()
-    return waits[5:]
-
-
-async def test_on_the_rig_frames_wait_less_than_on_the_tracks_clock(pulse) -> None:
-    devices = SoundDevices(DeviceAudio(None, None), lambda n, t=None: np.zeros(n, dtype=np.int16),
-                           on_level=lambda _db: None, on_problem=lambda _m: None)
-    await devices.open()
-    player = pulse.play_into_mic(tone(700, 8.0))  # a busy source: an idle null sink runs in 2 s blocks
+    player = pulse.play_into_mic(tone(700, 5.0))  # a busy source: an idle null sink runs in 2 s blocks
     try:
         await asyncio.sleep(0.5)
-        clock = statistics.median(await _frame_waits(devices, None, 150))
-        woken = statistics.median(await _frame_waits(devices, devices.frame_wakeup, 150))
+        mic.discard()
+        for _ in range(150):
+            await track.recv()
     finally:
         await asyncio.to_thread(player.wait, 15)
-        await devices.close()
-    # The clock takes a frame 0-20 ms after it is complete (10 ms on average); woken, at once.
-    # Both include PortAudio's own delay from the ADC to the callback, the same either way.
-    print(f"median wait: clock {1000 * clock:.1f} ms, woken {1000 * woken:.1f} ms")
-    assert woken < clock - 0.004, (woken, clock)
+        mic.close()
+    # On the track's own clock a frame waits 0-20 ms after it is complete (10 on average);
+    # woken by it, only for the loop to come round.
+    assert wakeup.woken >= 0.9 * (wakeup.woken + wakeup.timed_out), (wakeup.woken, wakeup.timed_out)
+    assert statistics.median(waits) < 0.005, statistics.median(waits)
