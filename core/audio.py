@@ -726,8 +726,9 @@ class CaptureTrack(PacedTrack):
             await super().wait_for_next()
             return
         now = time.monotonic()
-        due = self.clock_due(now)
-        if await self._wakeup.wait(max(0.0, due - now) + WAKEUP_SLACK_S):
+        # Due + slack, not (time to due) + slack: on the clock alone each frame goes a slack
+        # after its due time, and the next is due 20 ms after that one, not after the send.
+        if await self._wakeup.wait(max(0.0, self.clock_due(now) + WAKEUP_SLACK_S - now)):
             self.restart_clock(time.monotonic())  # the device's frames set the pace; the clock follows them
 
     def next_samples(self) -> np.ndarray:
