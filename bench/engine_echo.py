@@ -33,7 +33,7 @@ from bench.figures import Figures, cli, figures_from
 from bench.jitter_relay import JitterRelay
 from bench.rig import PhaseWatch, ServerProcess, engine_for, start_server
 from base.pcm import FRAME_SAMPLES, RATE
-from core.audio import OUTPUT_BLOCK_SIZE, AudioIO, FrameSink, FrameSource, Pull, WavSink
+from core.audio import BLOCK_SIZE, AudioIO, FrameSink, FrameSource, Pull, WavSink
 from core.call.state import Phase
 from core.providers import EphemeralKey, Provider
 
@@ -83,7 +83,7 @@ class ClickSource(FrameSource):
 
 class ClockSink(WavSink):
     """A virtual sound card that detects the click's return: it pulls the playout stage in
-    blocks of the app's real output stream (core.audio.OUTPUT_BLOCK_SIZE, 10 ms), recording nothing."""
+    blocks of the app's real output stream (core.audio.BLOCK_SIZE, 10 ms), recording nothing."""
 
     def __init__(self, probe: ClickProbe, pull: Pull) -> None:
         self._probe = probe
@@ -91,11 +91,11 @@ class ClockSink(WavSink):
         super().__init__(None, pull)
 
     async def _run(self) -> None:
-        step = OUTPUT_BLOCK_SIZE / RATE
+        step = BLOCK_SIZE / RATE
         started = time.monotonic()
         while True:
             played_at = time.monotonic()
-            block = self._pull(OUTPUT_BLOCK_SIZE)
+            block = self._pull(BLOCK_SIZE)
             self.slots += 1
             if self._probe.armed:
                 loud = np.flatnonzero(np.abs(block.astype(np.int32)) > CLICK_THRESHOLD)
@@ -159,7 +159,7 @@ async def echo_through_engine(server: ServerProcess, seconds: float,
     finally:
         await engine.close()
     dropped_pct = 0.0 if relay is None else relay.unfillable_gap_pct(far_end_fills_losses=True)
-    gap_pct = 100.0 * concealed / max(1, slots * OUTPUT_BLOCK_SIZE) - dropped_pct
+    gap_pct = 100.0 * concealed / max(1, slots * BLOCK_SIZE) - dropped_pct
     return audio.probe.round_trips_ms(measured_from), gap_pct
 
 

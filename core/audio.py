@@ -69,13 +69,11 @@ CALL_FORMAT = StreamFormat(RATE, 1)
 # blocks were no better). Free blocks meant callbacks every ~5 ms, 330 a second for both
 # streams: 6.5 % of a core in sounddevice's per-call wrapping alone; 10 ms blocks (at 48 kHz)
 # halve the calls, cost 4.6 %, and leave PortAudio's reported latencies where they were.
-# The microphone's blocks are whole 20 ms frames: each callback completes one and wakes
-# the send track at once (FrameWakeup), so the larger block costs no delay (PortAudio
-# reports 40 ms instead of 20, but a frame is only complete when its last sample is in
-# either way: bench device_echo's capture part 28 ms both ways) and halves the input
-# callbacks again (~1 % of a core).
-OUTPUT_BLOCK_SIZE = 480
-INPUT_BLOCK_S = FRAME_SECONDS
+# Not 20 ms for the microphone, though each callback would then complete a frame (~1 % of a
+# core less): PortAudio then stamps each block with an ADC time ~7 ms later than it was
+# heard (it assumes 40 ms of latency and delivers in ~13), which put the echo canceller's
+# reference out of step and held voice barge-in back by ~1 s (bench hands_free).
+BLOCK_SIZE = 480
 INPUT_LATENCY = 0.02
 OUTPUT_LATENCY = 0.03
 
@@ -464,7 +462,7 @@ class MicrophoneSource(FrameSource):
         self._closing = False
         self._stream = _start_stream("microphone", device, lambda: sd.InputStream(
             device=device, samplerate=self.format.rate, channels=self.format.channels, dtype="int16",
-            blocksize=round(self.format.rate * INPUT_BLOCK_S), latency=INPUT_LATENCY, callback=self._callback,
+            blocksize=BLOCK_SIZE, latency=INPUT_LATENCY, callback=self._callback,
             finished_callback=self._finished,
         ))
 
@@ -588,7 +586,7 @@ class SpeakerSink(FrameSink):
         self._closing = False
         self._stream = _start_stream("speaker", device, lambda: sd.OutputStream(
             device=device, samplerate=self.format.rate, channels=self.format.channels, dtype="int16",
-            blocksize=OUTPUT_BLOCK_SIZE, latency=OUTPUT_LATENCY, callback=self._callback,
+            blocksize=BLOCK_SIZE, latency=OUTPUT_LATENCY, callback=self._callback,
             finished_callback=self._finished,
         ))
 
