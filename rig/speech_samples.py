@@ -27,7 +27,9 @@ def make_speech_wav(text: str, path: Path, rate: int = 48000, voice: str = "en-u
     raw = path.with_name(path.stem + ".espeak.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
                    check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path)],
+    # -R: sox dithers its resampled output with a generator seeded from the clock unless told
+    # to repeat itself; the same text must give the same samples on every run.
+    subprocess.run(["sox", "-R", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path)],
                    check=True, capture_output=True)
     raw.unlink()
     return path
