@@ -665,7 +665,7 @@ WAKEUP_SLACK_S = FRAME_SECONDS
 
 
 class FrameWakeup:
-    """"A whole microphone frame is waiting", raised on PortAudio's thread, awaited on the loop.
+    """A whole microphone frame is waiting: raised on PortAudio's thread, awaited on the loop.
 
     A flag, not a count: frames completed together send one now and leave the rest to the
     capture ring's backlog shedding, as a clock would."""

@@ -29,6 +29,7 @@ async def test_the_wakeup_is_a_flag_raised_from_any_thread() -> None:
     started = time.monotonic()
     assert await wakeup.wait(5.0)  # PortAudio's thread raises it: the loop wakes long before the timeout
     assert time.monotonic() - started < 2.0
+    thread.join()
     wakeup.notify()
     wakeup.notify()
     await asyncio.sleep(0.01)
