@@ -60,10 +60,21 @@ class BatchingEventLoop(qasync.QEventLoop):  # type: ignore[misc, valid-type]
 
     def _run_batch(self) -> None:
         self._batch_scheduled = False
-        for _ in range(len(self._soon)):  # only what was queued before this batch began
-            handle = self._soon.popleft()
-            if not handle._cancelled:
-                handle._run()  # asyncio's own: an exception goes to the loop's exception handler
+        # qasync's run_until_complete pumps Qt's events once more after run_forever has
+        # returned and unset the running loop; a task stepped then would fail with "bound to
+        # a different event loop" (seen when the display goes away mid-call). The batch runs
+        # on this loop, so say so for its duration.
+        outside = asyncio.events._get_running_loop() is None
+        if outside:
+            asyncio.events._set_running_loop(self)
+        try:
+            for _ in range(len(self._soon)):  # only what was queued before this batch began
+                handle = self._soon.popleft()
+                if not handle._cancelled:
+                    handle._run()  # asyncio's own: an exception goes to the loop's exception handler
+        finally:
+            if outside:
+                asyncio.events._set_running_loop(None)
 
 
 def new_loop(app: QApplication | None = None) -> BatchingEventLoop:

@@ -65,3 +65,36 @@ def test_qt_events_run_between_batches_while_asyncio_keeps_the_loop_busy() -> No
 
     event_loop.run(scenario())
     assert fired
+
+
+def test_a_task_woken_after_qt_ended_the_loop_early_still_runs_on_this_loop() -> None:
+    """The display going away ends Qt's loop under asyncio; qasync then pumps Qt's events once
+    more with no running loop set. A task woken in that pass must still find its loop (it
+    used to die with "bound to a different event loop", printed as aiortc's traceback)."""
+    app = application()
+    loop = event_loop.new_loop(app)
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    got: list[int] = []
+
+    async def reader(queue: asyncio.Queue[int]) -> None:
+        got.append(await queue.get())
+        got.append(await queue.get())  # a fresh getter future: needs the running loop
+
+    async def main() -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        loop.create_task(reader(queue))
+        await asyncio.sleep(0)
+        app.exit()  # what Qt does when the X server goes away
+        queue.put_nowait(1)  # the reader's wake-up waits for the next batch
+        await loop.create_future()
+
+    try:
+        with pytest.raises(RuntimeError, match="stopped before"):
+            loop.run_until_complete(main())
+        assert got == [1]
+        assert errors == []
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.close()
