@@ -28,6 +28,10 @@ from base.pcm import FRAME_SAMPLES, RATE, MonoConverter
 
 log = logging.getLogger(__name__)
 
+# Unused audio is shed in 10 ms steps (a sound-card block), not whole 20 ms frames: 20 ms
+# frames drained by 10 ms blocks can leave 10 ms behind every frame for good
+# (bench: the playout's mean depth in the device round trip 22 -> 16 ms).
+SHED_STEP = FRAME_SAMPLES // 2
 
 
 @dataclass(frozen=True)
@@ -194,11 +198,11 @@ class Playout:
         self._gap_run = start + m
 
     def _shed_latency(self, n: int) -> None:
-        """Drop the whole 20 ms frames that stayed unused through a calm window."""
+        """Drop the audio (in SHED_STEPs) that stayed unused through a calm window."""
         self._calm_min = min(self._calm_min, self._size if self._active else 0)
         self._calm_read += n
         if self._calm_read >= self._calm_samples:
-            unused = self._calm_min // FRAME_SAMPLES * FRAME_SAMPLES
+            unused = self._calm_min // SHED_STEP * SHED_STEP
             if unused:
                 self._drop(unused)
             self._calm_min = self._capacity
