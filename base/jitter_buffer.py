@@ -9,8 +9,11 @@ no timer) but:
   playout stage (core/playout.py), not here;
 - holds packets only behind a hole, for reordering: at most ``target`` packets, where
   ``target`` (1..6) follows the p95 delay spread of recent packets and shrinks back
-  after a calm second; a hole is skipped once ``target`` packets wait behind it or it
-  is older than ``max_wait_s``;
+  after a calm second; a hole is skipped once ``target`` packets wait behind it or once
+  its missing packet is later than that spread allows (``hole_deadline``, at most
+  ``max_wait_s``). aiortc only calls the buffer when a packet arrives, so the hook
+  arms a timer for the deadline: a lost packet costs its own 20 ms, not also the wait
+  for the next packet or two (bench: 40-80 ms of silence per loss before);
 - releases everything that became ready in one frame (several Opus frames repacked
   into one code-3 Opus packet, RFC 6716 section 3.2.5), so a late or skipped packet
   never leaves a lasting backlog; a backlog that cannot be merged is trimmed beyond
@@ -24,6 +27,7 @@ guarded hook into aiortc's private receiver attribute.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import inspect
 import logging
@@ -52,8 +56,13 @@ _MAX_TARGET = 6
 _WINDOW = 50  # packets of transit history (one second of 20 ms packets)
 _RECOMPUTE_EVERY = 5  # sorting the window on every packet would triple add()'s cost
 _MAX_MERGED_SAMPLES = 5760  # an Opus packet carries at most 120 ms at 48 kHz
+# Past the latest arrival the jitter estimate allows for a missing packet: its noise.
+HOLE_MARGIN_S = 0.005
 _RECEIVER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _CODECS_ATTR = "_RTCRtpReceiver__codecs"
+_MAPPER_ATTR = "_RTCRtpReceiver__timestamp_mapper"
+_DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
+_DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 
 
 @dataclass(frozen=True)
@@ -204,13 +213,30 @@ class AdaptiveJitterBuffer(JitterBuffer):
             self._max_depth = self._count
         return False, frame
 
+    def hole_deadline(self) -> Optional[float]:
+        """When the hole at the head gets skipped if no packet comes first; None: no hole waits."""
+        if self._hole_since is None:
+            return None
+        return self._hole_since + self._hole_wait()
+
+    def release_due(self) -> Optional[JitterFrame]:
+        """What a hole held back, once its deadline has passed (else None): the timer's call."""
+        if self._hole_since is None or self._head is None:
+            return None
+        return self._release(self._clock())
+
+    def _hole_wait(self) -> float:
+        # The hole appeared when its successor arrived; a packet merely reordered behind
+        # that successor arrives within the p95 spread of transit times, less one packet time.
+        return min(self._max_wait_s, max(0.0, self._spread_s - _PACKET_S) + HOLE_MARGIN_S)
+
     def _release(self, now: float) -> Optional[JitterFrame]:
         assert self._head is not None
         slots = self._slots
         if slots[self._head & _MASK] is None:
             if self._hole_since is None:
                 self._hole_since = now
-            if self._count <= self._target and now - self._hole_since < self._max_wait_s:
+            if self._count <= self._target and now < self._hole_since + self._hole_wait():
                 return None  # maybe reordered: wait for it
             while slots[self._head & _MASK] is None:
                 self._head = (self._head + 1) & 0xFFFF
@@ -302,6 +328,46 @@ class AdaptiveJitterBuffer(JitterBuffer):
             self._high_since = now
 
 
+class TimedJitterBuffer(AdaptiveJitterBuffer):
+    """The kind the hook installs: a loop timer skips a waiting hole at its deadline, and
+    what that releases reaches the receiver the way aiortc hands on the frames add()
+    returns (timestamp mapped, into the decoder queue), unless the receiver has stopped."""
+
+    def __init__(self, receiver: RTCRtpReceiver, codecs: dict[int, object], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._receiver = receiver
+        self._codecs = codecs  # the receiver's own dict: it fills it when it starts
+        self._payload_type: Optional[int] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, Optional[JitterFrame]]:
+        self._payload_type = packet.payload_type
+        result = super().add(packet)
+        if self._timer is not None or self._hole_since is not None:
+            self._arm()
+        return result
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.hole_deadline()
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline - self._clock()), self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        frame = self.release_due()
+        if frame is None:
+            self._arm()
+            return
+        codec = self._codecs.get(self._payload_type) if self._payload_type is not None else None
+        if codec is None or getattr(self._receiver, _DECODER_THREAD_ATTR, None) is None:
+            return  # the receiver stopped (or never started): nobody would decode it
+        frame.timestamp = getattr(self._receiver, _MAPPER_ATTR).map(frame.timestamp)
+        getattr(self._receiver, _DECODER_QUEUE_ATTR).put((codec, frame))
+
+
 def _payload(packet: RtpPacket) -> bytes:
     # aiortc's receiver stores the depayloaded bytes in _data; for Opus they equal payload.
     return getattr(packet, "_data", packet.payload)
@@ -354,6 +420,13 @@ def install_adaptive_jitter_buffer(
             "install the adaptive buffer on audio receivers only"
         )
     _check_stock_contract()
+    if not (callable(getattr(getattr(receiver, _MAPPER_ATTR, None), "map", None))
+            and hasattr(receiver, _DECODER_QUEUE_ATTR) and hasattr(receiver, _DECODER_THREAD_ATTR)):
+        raise RuntimeError(
+            f"aiortc {version}: {type(receiver).__name__} no longer has {_MAPPER_ATTR}, "
+            f"{_DECODER_QUEUE_ATTR} and {_DECODER_THREAD_ATTR}; the adaptive jitter buffer's "
+            "hole timer needs updating"
+        )
     if current._origin is not None:
         log.warning("jitter buffer replaced after packets arrived; some may be lost")
     codecs = getattr(receiver, _CODECS_ATTR, {})
@@ -362,7 +435,7 @@ def install_adaptive_jitter_buffer(
         codec = codecs.get(payload_type)
         return codec is not None and codec.mimeType.lower() == "audio/opus"
 
-    buffer = AdaptiveJitterBuffer(clock=clock, can_merge=can_merge)
+    buffer = TimedJitterBuffer(receiver, codecs, clock=clock, can_merge=can_merge)
     setattr(receiver, _RECEIVER_ATTR, buffer)
     log.debug("adaptive jitter buffer installed (aiortc %s)", version)
     return buffer

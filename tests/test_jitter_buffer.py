@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import random
 
 import av
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpCodecParameters, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtp import RtpPacket
 
 from base.loopback_ice import acquire_loopback_only, release_loopback_only
 from base.jitter_buffer import (
+    HOLE_MARGIN_S,
     AdaptiveJitterBuffer,
     hook_adaptive_jitter_buffer,
     install_adaptive_jitter_buffer,
@@ -121,11 +125,44 @@ def test_a_lost_packet_is_skipped_once_target_packets_wait_and_leaves_no_depth()
 def test_a_hole_is_skipped_after_the_bounded_wait_even_under_a_deep_target() -> None:
     f = Feeder(max_wait_s=0.060)
     f.buffer._target = 6  # as if jitter had been high
+    f.buffer._spread_s = 0.150
     f.feed(0, 100.0)
     assert f.feed(2, 100.04) == []  # waiting for 1
     assert f.feed(3, 100.05) == []
     assert f.feed(4, 100.101) == [2, 3, 4]  # 60 ms after the hole appeared
     assert f.buffer.stats().skipped == 1
+
+
+@pytest.mark.parametrize(("spread_s", "wait_s"), [
+    (0.0, HOLE_MARGIN_S),  # a clean link: a hole is a loss, skipped almost at once
+    (0.0285, 0.0085 + HOLE_MARGIN_S),  # 0-30 ms of jitter: a reordered packet is at most ~8.5 ms late
+    (0.150, 0.060),  # never longer than max_wait_s
+])
+def test_a_hole_waits_only_as_long_as_the_measured_spread_allows(spread_s: float, wait_s: float) -> None:
+    f = Feeder(max_wait_s=0.060)
+    f.buffer._target = 6  # the count rule alone would hold on
+    f.buffer._spread_s = spread_s
+    assert f.buffer.hole_deadline() is None and f.buffer.release_due() is None
+    f.feed(0, 100.0)
+    assert f.feed(2, 100.04) == []
+    deadline = f.buffer.hole_deadline()
+    assert deadline == pytest.approx(100.04 + wait_s)
+    f.clock.now = deadline - 0.001
+    assert f.buffer.release_due() is None  # not yet: 1 may still come
+    f.clock.now = deadline
+    assert frame_seqs(f.buffer.release_due()) == [2]
+    assert f.buffer.hole_deadline() is None and f.buffer.stats().skipped == 1
+    assert f.feed(1, deadline + 0.001) == [] and f.buffer.stats().late == 1
+    assert f.feed(3, 100.06) == [3]
+
+
+def test_a_reordered_packet_within_the_deadline_is_put_back_in_order() -> None:
+    f = Feeder()
+    f.buffer._spread_s = 0.0285
+    f.feed(0, 100.0)
+    assert f.feed(2, 100.04) == []
+    assert f.feed(1, 100.04 + 0.008) == [1, 2]  # 8 ms after its successor: before the deadline
+    assert f.buffer.hole_deadline() is None and f.buffer.stats().skipped == 0
 
 
 def test_a_late_packet_after_its_skip_is_dropped_as_late() -> None:
@@ -283,6 +320,48 @@ def test_install_refuses_what_is_not_a_stock_audio_buffer() -> None:
 
     with pytest.raises(RuntimeError, match="aiortc 1"):
         install_adaptive_jitter_buffer(Moved())  # type: ignore[arg-type]
+
+
+class StoppableReceiver:
+    """The private pieces of aiortc's RTCRtpReceiver the hook uses, under their real names
+    (the real receiver's are checked by the hook test below)."""
+
+    def __init__(self) -> None:
+        self._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=4)
+        self._RTCRtpReceiver__codecs = {111: RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000,
+                                                                   channels=2, payloadType=111)}
+        self._RTCRtpReceiver__timestamp_mapper = TimestampMapper()
+        self._RTCRtpReceiver__decoder_queue: queue.Queue[object] = queue.Queue()
+        self._RTCRtpReceiver__decoder_thread: object | None = object()  # started
+
+
+async def test_the_hook_skips_a_hole_at_its_deadline_with_no_packet_to_trigger_it() -> None:
+    receiver = StoppableReceiver()
+    buffer = install_adaptive_jitter_buffer(receiver)  # type: ignore[arg-type]
+    decoded: queue.Queue[object] = receiver._RTCRtpReceiver__decoder_queue
+    for seq in (0, 1):  # what aiortc's receiver does with a frame add() returns
+        _, ready = buffer.add(packet(seq))
+        assert ready is not None
+        ready.timestamp = receiver._RTCRtpReceiver__timestamp_mapper.map(ready.timestamp)
+    assert buffer.add(packet(3)) == (False, None)  # 2 is missing: 3 waits
+    await asyncio.sleep(HOLE_MARGIN_S + 0.03)
+    codec, frame = decoded.get_nowait()
+    assert codec is receiver._RTCRtpReceiver__codecs[111]
+    assert frame_seqs(frame) == [3] and frame.timestamp == 3 * 960  # mapped from the stream's start
+    assert buffer.stats().skipped == 1 and buffer.hole_deadline() is None
+
+    receiver._RTCRtpReceiver__decoder_thread = None  # the receiver stopped
+    buffer.add(packet(5))
+    await asyncio.sleep(HOLE_MARGIN_S + 0.03)
+    assert decoded.empty()  # released, but nobody would decode it
+    assert buffer.stats().skipped == 2
+
+
+def test_install_refuses_a_receiver_without_what_the_hole_timer_uses() -> None:
+    receiver = StoppableReceiver()
+    del receiver._RTCRtpReceiver__timestamp_mapper
+    with pytest.raises(RuntimeError, match="hole timer"):
+        install_adaptive_jitter_buffer(receiver)  # type: ignore[arg-type]
 
 
 def test_install_checks_the_stock_add_contract(monkeypatch: pytest.MonkeyPatch) -> None:
