@@ -10,10 +10,11 @@ no timer) but:
 - holds packets only behind a hole, for reordering: at most ``target`` packets, where
   ``target`` (1..6) follows the p95 delay spread of recent packets and shrinks back
   after a calm second; a hole is skipped once ``target`` packets wait behind it or once
-  its missing packet is later than that spread allows (``hole_deadline``, at most
-  ``max_wait_s``). aiortc only calls the buffer when a packet arrives, so the hook
-  arms a timer for the deadline: a lost packet costs its own 20 ms, not also the wait
-  for the next packet or two (bench: 40-80 ms of silence per loss before);
+  it is older than reordering has been seen to take (``hole_deadline``: the longest of
+  the last holes that were filled, or of skipped packets that came late; before any, the
+  p95 spread less one packet time; at most ``max_wait_s``). aiortc only calls the buffer
+  when a packet arrives, so the hook arms a timer for the deadline: a lost packet costs
+  its own 20 ms, not also the wait for the next packet or two;
 - releases everything that became ready in one frame (several Opus frames repacked
   into one code-3 Opus packet, RFC 6716 section 3.2.5), so a late or skipped packet
   never leaves a lasting backlog; a backlog that cannot be merged is trimmed beyond
@@ -54,6 +55,7 @@ _PACKET_S = 0.020
 _MIN_TARGET = 1
 _MAX_TARGET = 6
 _WINDOW = 50  # packets of transit history (one second of 20 ms packets)
+_REORDER_WINDOW = 32  # holes remembered for how long reordering takes
 _RECOMPUTE_EVERY = 5  # sorting the window on every packet would triple add()'s cost
 _MAX_MERGED_SAMPLES = 5760  # an Opus packet carries at most 120 ms at 48 kHz
 # Past the latest arrival the jitter estimate allows for a missing packet: its noise.
@@ -141,6 +143,10 @@ class AdaptiveJitterBuffer(JitterBuffer):
         self._count = 0
         self._ssrc: Optional[int] = None
         self._hole_since: Optional[float] = None
+        # how long holes that were only reordering took to fill, and the last skip's
+        # (first sequence number, how many, hole start) to notice a skipped packet coming late
+        self._reorder_s: collections.deque[float] = collections.deque(maxlen=_REORDER_WINDOW)
+        self._last_skip: Optional[tuple[int, int, float]] = None
         # jitter estimate
         self._transits: collections.deque[float] = collections.deque(maxlen=_WINDOW)
         self._last_ts: Optional[int] = None
@@ -195,6 +201,7 @@ class AdaptiveJitterBuffer(JitterBuffer):
         if offset >= 0x8000:  # behind the head
             if 0x10000 - offset < _RESTART_DISTANCE:
                 self._late += 1
+                self._note_late(seq, now)
                 return False, None
             self._restart()
             self._head = seq
@@ -206,6 +213,8 @@ class AdaptiveJitterBuffer(JitterBuffer):
         if self._slots[slot] is not None:
             self._duplicates += 1
             return False, None
+        if offset == 0 and self._hole_since is not None:  # the hole was only reordering
+            self._reorder_s.append(now - self._hole_since)
         self._slots[slot] = packet
         self._count += 1
         frame = self._release(now)
@@ -226,9 +235,18 @@ class AdaptiveJitterBuffer(JitterBuffer):
         return self._release(self._clock())
 
     def _hole_wait(self) -> float:
-        # The hole appeared when its successor arrived; a packet merely reordered behind
-        # that successor arrives within the p95 spread of transit times, less one packet time.
+        if self._reorder_s:
+            return min(self._max_wait_s, max(self._reorder_s) + HOLE_MARGIN_S)
+        # Nothing seen yet. The hole appeared when its successor arrived; a packet merely
+        # reordered behind it arrives within the p95 transit spread, less one packet time.
         return min(self._max_wait_s, max(0.0, self._spread_s - _PACKET_S) + HOLE_MARGIN_S)
+
+    def _note_late(self, seq: int, now: float) -> None:
+        """A packet we gave up on came after all: the wait for it was too short."""
+        if self._last_skip is not None:
+            first, count, hole_since = self._last_skip
+            if (seq - first) & 0xFFFF < count:
+                self._reorder_s.append(now - hole_since)
 
     def _release(self, now: float) -> Optional[JitterFrame]:
         assert self._head is not None
@@ -238,9 +256,11 @@ class AdaptiveJitterBuffer(JitterBuffer):
                 self._hole_since = now
             if self._count <= self._target and now < self._hole_since + self._hole_wait():
                 return None  # maybe reordered: wait for it
+            first = self._head
             while slots[self._head & _MASK] is None:
                 self._head = (self._head + 1) & 0xFFFF
                 self._skipped += 1
+            self._last_skip = (first, (self._head - first) & 0xFFFF, self._hole_since)
         self._hole_since = None
 
         run = [self._take()]
@@ -296,6 +316,8 @@ class AdaptiveJitterBuffer(JitterBuffer):
         self._head = None
         self._hole_since = None
         self._transits.clear()
+        self._reorder_s.clear()
+        self._last_skip = None
         self._last_ts = None
 
     def _observe_timing(self, timestamp: int, now: float) -> None:

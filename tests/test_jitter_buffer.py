@@ -165,6 +165,34 @@ def test_a_reordered_packet_within_the_deadline_is_put_back_in_order() -> None:
     assert f.buffer.hole_deadline() is None and f.buffer.stats().skipped == 0
 
 
+def test_the_hole_wait_learns_how_long_reordering_takes() -> None:
+    # A jittery sender (here: the echo server passing the way there's jitter on) makes the
+    # transit spread large while packets are only ever ~10 ms out of order.
+    f = Feeder(max_wait_s=0.060)
+    f.buffer._target = 6
+    f.buffer._spread_s = 0.150  # the spread alone would wait the whole 60 ms
+    f.feed(0, 100.0)
+    f.feed(2, 100.04)
+    assert f.buffer.hole_deadline() == pytest.approx(100.04 + 0.060)
+    assert f.feed(1, 100.048) == [1, 2]  # filled 8 ms after it appeared: only reordering
+    f.feed(4, 100.08)
+    assert f.buffer.hole_deadline() == pytest.approx(100.08 + 0.008 + HOLE_MARGIN_S)
+
+
+def test_a_skipped_packet_that_comes_late_lengthens_the_wait() -> None:
+    f = Feeder(max_wait_s=0.060)
+    f.buffer._target = 6
+    f.feed(0, 100.0)
+    f.feed(2, 100.04)  # a clean link so far: the hole waits only the margin
+    f.clock.now = 100.04 + HOLE_MARGIN_S
+    assert frame_seqs(f.buffer.release_due()) == [2]
+    assert f.feed(1, 100.052) == []  # 12 ms after its hole appeared: too late, but noted
+    assert f.buffer.stats().late == 1
+    f.feed(3, 100.06)
+    f.feed(5, 100.10)
+    assert f.buffer.hole_deadline() == pytest.approx(100.10 + 0.012 + HOLE_MARGIN_S)
+
+
 def test_a_late_packet_after_its_skip_is_dropped_as_late() -> None:
     f = Feeder()
     f.stream([0, 2, 3, 1, 4])
