@@ -58,7 +58,7 @@ _WINDOW = 50  # packets of transit history (one second of 20 ms packets)
 _REORDER_WINDOW = 32  # holes remembered for how long reordering takes
 _RECOMPUTE_EVERY = 5  # sorting the window on every packet would triple add()'s cost
 _MAX_MERGED_SAMPLES = 5760  # an Opus packet carries at most 120 ms at 48 kHz
-# Past the latest arrival the jitter estimate allows for a missing packet: its noise.
+# Added to the wait reordering was seen to need (or the spread allows): timing noise.
 HOLE_MARGIN_S = 0.005
 _RECEIVER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _CODECS_ATTR = "_RTCRtpReceiver__codecs"
