@@ -83,5 +83,8 @@ class VoiceBargeIn:
         if self._fired or self._evidence < s.fire_after_s - 1e-9:
             return False
         self._fired = True
-        log.info("voice barge-in: the user speaks over the assistant")
+        # the deciding frame's figures: what to look at when echo alone ever gets through
+        log.info("voice barge-in: the user speaks over the assistant (speech %.2f, microphone %.1f dBFS, "
+                 "cleaned %.1f, floor %.1f, reference steady %.1f s)", probability, mic, cleaned,
+                 self._floor_db if self._floor_db is not None else -120.0, min(reference_steady_s, 999.0))
         return True
