@@ -192,6 +192,7 @@ class Session:
         application()  # the session is a QObject; its signals need the application's thread
         self.problems: list[str] = []
         self.engines: list[CallEngine] = []
+        self.recorders: list[Recorder] = []  # subscribed as the engine is made: a fast connect is not missed
         bridge = EngineBridge()
         bridge.problem.connect(lambda message, _fatal: self.problems.append(message))
 
@@ -199,6 +200,7 @@ class Session:
             engine = CallEngine(settings, audio=tone_audio(tmp_path), secrets=secrets, options=engine_options(),
                                 tools=tools.registry, approve=tools.approve, history=seed)
             self.engines.append(engine)
+            self.recorders.append(Recorder(engine))
             return engine
 
         self.session = CallSession(settings, bridge, factory=factory, read=lambda _p: Secrets(api_key=HOSTILE_KEY),
@@ -219,7 +221,7 @@ async def _mcp_reached_then_killed(
         try:
             session.connect_call()  # the engine, then the MCP servers
             await until(lambda: harness.engines, 10, "the session made its engine")
-            recorder = Recorder(harness.engines[0])
+            recorder = harness.recorders[0]
             model = await _connected(server, recorder)
             await model.wait_received(lambda e: e["type"] == "session.update" and "test__add" in json.dumps(e), 20,
                                       "a session.update offering the MCP server's tools")
@@ -264,7 +266,7 @@ async def _mcp_cannot_start(
         try:
             harness.session.connect_call()
             await until(lambda: harness.engines, 10, "the session made its engine")
-            model = await _connected(server, Recorder(harness.engines[0]))
+            model = await _connected(server, harness.recorders[0])
             await until(lambda: harness.problems, 20, "the server that cannot start is reported")
             assert "“broken” could not start: command not found" in harness.problems[0]
             assert "result" in await model.output_of(model.call("calculate", {"expression": "1 + 1"}))
