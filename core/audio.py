@@ -260,16 +260,30 @@ _PA_BAD_CHANNELS = -9998  # PortAudio's paInvalidChannelCount
 _PA_BAD_RATE = -9997  # paInvalidSampleRate
 
 
-class _ClockMap:
-    """PortAudio stamps callbacks on its stream clock; this maps them to time.monotonic()
-    (the offset is re-measured at every callback, so drift between the clocks is moot)."""
+class StreamClock:
+    """Maps one stream's PortAudio stamps (its own clock: the wall clock on Linux) to
+    time.monotonic().
 
-    @staticmethod
-    def to_monotonic(stamp: float, current: float) -> float:
-        now = time.monotonic()
+    The offset between the clocks is re-measured at every callback, but a callback that
+    waited for the GIL reads monotonic late, never early: under load that puts stamps 5-30 ms
+    late, which the echo canceller would take for a torn reference. So the smallest offset
+    of the last window is the one used; the window lets it follow a step of the wall clock."""
+
+    def __init__(self, window_s: float = 2.0) -> None:
+        self._window_s = window_s
+        self._offsets: deque[tuple[float, float]] = deque()  # (measured at, offset), offsets rising
+
+    def to_monotonic(self, stamp: float, current: float, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
         if not current or not stamp:  # the host API gives no times: "now" is the best guess
             return now
-        return now + (stamp - current)
+        offset = now - current
+        while self._offsets and self._offsets[-1][1] >= offset:
+            self._offsets.pop()
+        self._offsets.append((now, offset))
+        while self._offsets[0][0] < now - self._window_s:
+            self._offsets.popleft()
+        return stamp + self._offsets[0][1]
 
 
 class _Downmix:
@@ -453,6 +467,7 @@ class MicrophoneSource(FrameSource):
         self.format = choose_format("input", device, fmt)
         self._convert = _Downmix(self.format)
         self._ring = _CaptureRing()
+        self._clock = StreamClock()
         self._on_block = on_block
         self._on_frame = on_frame
         self.opened_at = time.monotonic()
@@ -478,7 +493,7 @@ class MicrophoneSource(FrameSource):
 
     def _callback(self, indata: np.ndarray, frames: int, times: Any, _status: Any) -> None:
         self.last_callback = time.monotonic()
-        heard_end = _ClockMap.to_monotonic(times.inputBufferAdcTime, times.currentTime) + frames / self.format.rate
+        heard_end = self._clock.to_monotonic(times.inputBufferAdcTime, times.currentTime) + frames / self.format.rate
         mono = self._convert.convert(indata)
         if mono.any():
             self.last_sound = self.last_callback
@@ -580,6 +595,7 @@ class SpeakerSink(FrameSink):
 
         self.format = choose_format("output", device, fmt)
         self._upmix = _Upmix(self.format, pull)
+        self._clock = StreamClock()
         self.opened_at = time.monotonic()
         self.last_callback: float | None = None
         self.ended = False
@@ -597,7 +613,7 @@ class SpeakerSink(FrameSink):
 
     def _callback(self, outdata: np.ndarray, frames: int, times: Any, _status: Any) -> None:
         self.last_callback = time.monotonic()
-        self._upmix.fill(outdata, _ClockMap.to_monotonic(times.outputBufferDacTime, times.currentTime))
+        self._upmix.fill(outdata, self._clock.to_monotonic(times.outputBufferDacTime, times.currentTime))
 
     def _finished(self) -> None:
         if not self._closing:
