@@ -60,33 +60,31 @@ class PairingStats:
 
 class _Timeline:
     """Where each next block of a stream lies, in samples: end to end with the previous one
-    unless its timestamp says a whole frame or more was lost, skipped or repeated.
+    unless its timestamp says otherwise for sure.
 
     Every jump in the far reference, or in how it lines up with the microphone, is an
     echo-path change that AEC3 takes a second or more to relearn (measured on the rig:
-    ERLE from 30 down to 10-17 dB for 2 s after an 8 ms shift). A stream's samples come
-    one after another, so counting them is the truth, and its stamps are not: PortAudio
-    over PulseAudio draws a ~2 ms/s sawtooth, 8-12 ms off for seconds. Following such a
-    shift once misaligned the reference by 8 ms and let the echo through for seconds (it
-    was in every failed hands-free run under load), so only a whole frame or more is
-    believed; a forward jump within `snap` of whole frames is a skip (the capture ring
-    shed a frame), placed on the frame grid."""
+    ERLE from 30 down to 10-17 dB for 2 s after an 8 ms shift). So timestamp jitter is
+    ignored (within snap), and so is a lone outlier; a whole block or more (a lost,
+    skipped or repeated block) is believed at once, a smaller shift once it persists
+    for `confirm` blocks."""
 
-    def __init__(self, snap: int) -> None:
+    def __init__(self, snap: int, confirm: int = 3) -> None:
         self._snap = snap
+        self._confirm = confirm
+        self._strikes = 0
         self.end: Optional[int] = None
         self.jumps = 0
-        self.skipped_whole = 0  # of the jumps, those forward by whole blocks
 
     def place(self, start: int, n: int) -> int:
         if self.end is not None:
-            if abs(start - self.end) < FRAME_SAMPLES:
-                start = self.end
+            off = abs(start - self.end)
+            if off <= self._snap:
+                start, self._strikes = self.end, 0
+            elif off < FRAME_SAMPLES and self._strikes + 1 < self._confirm:
+                start, self._strikes = self.end, self._strikes + 1
             else:
-                whole = round((start - self.end) / n) * n
-                if whole > 0 and abs(start - self.end - whole) <= self._snap:
-                    start, self.skipped_whole = self.end + whole, self.skipped_whole + 1
-                self.jumps += 1
+                self.jumps, self._strikes = self.jumps + 1, 0
         self.end = start + n
         return start
 
@@ -109,11 +107,8 @@ class FarEndQueue:
         self._pushes = _Timeline(round(snap_s * RATE))
         self._pulls = _Timeline(round(snap_s * RATE))
         self._pulled = self._missing = self._late = 0
-        self._torn_seen = 0
-        # capture time of the last frame whose reference was disturbed: far missing, a jump in
-        # the far stream, or a near shift by part of a frame. A near frame skipped whole (the
-        # capture ring shed it) is not: its far frame is skipped with it, the pairing holds, and
-        # on the rig AEC3's cancellation did not move across one (26-31 dB before and after).
+        self._jumps_seen = 0
+        # capture time of the last frame whose reference was disturbed (a jump, or far missing)
         self.disturbed_at = -math.inf
 
     def push(self, samples: np.ndarray, dac_time: float) -> None:
@@ -145,10 +140,10 @@ class FarEndQueue:
         missing = FRAME_SAMPLES - int(np.count_nonzero(held))
         self._pulled += FRAME_SAMPLES
         self._missing += missing
-        torn = self._pushes.jumps + self._pulls.jumps - self._pulls.skipped_whole
-        if missing or torn != self._torn_seen:
+        jumps = self._pushes.jumps + self._pulls.jumps
+        if missing or jumps != self._jumps_seen:
             self.disturbed_at = adc_time
-            self._torn_seen = torn
+            self._jumps_seen = jumps
         return out
 
     def stats(self) -> PairingStats:
