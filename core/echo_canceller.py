@@ -59,32 +59,49 @@ class PairingStats:
 
 
 class _Timeline:
-    """Where each next block of a stream lies, in samples: end to end with the previous one
-    unless its timestamp says otherwise for sure.
+    """Where each next block of a stream lies, in samples: end to end with the previous one,
+    slewed slowly towards what the timestamps say, unless they say a whole frame or more was
+    lost, skipped or repeated.
 
     Every jump in the far reference, or in how it lines up with the microphone, is an
     echo-path change that AEC3 takes a second or more to relearn (measured on the rig:
-    ERLE from 30 down to 10-17 dB for 2 s after an 8 ms shift). So timestamp jitter is
-    ignored (within snap), and so is a lone outlier; a whole block or more (a lost,
-    skipped or repeated block) is believed at once, a smaller shift once it persists
-    for `confirm` blocks."""
+    ERLE from 30 down to 10-17 dB for 2 s after an 8 ms shift). PortAudio's stamps over
+    PulseAudio wander in a ~2 ms/s sawtooth, 8-12 ms off for seconds, while the devices'
+    clocks also drift apart for real (200-500 ppm on the rig): re-anchoring on such a shift
+    misaligned the reference by 8 ms at once (in every failed hands-free run under load),
+    and counting samples alone let the two streams drift apart over a long call. So the
+    stamps are followed as a drift is, a sample at a time: the error is low-passed over
+    `tau_s` and the timeline moves by at most `max_slew` (a fraction of real time). A jump
+    of a whole frame or more is believed at once; forward by whole blocks within `snap`
+    (the capture ring shed a frame) it is a skip, placed on the block grid."""
 
-    def __init__(self, snap: int, confirm: int = 3) -> None:
+    def __init__(self, snap: int, tau_s: float = 2.0, max_slew: float = 1e-3) -> None:
         self._snap = snap
-        self._confirm = confirm
-        self._strikes = 0
+        self._tau = tau_s * RATE  # in samples
+        self._max_slew = max_slew
+        self._pos = 0.0  # exact end, slewed
+        self._error = 0.0  # low-passed stamps minus timeline, in samples
         self.end: Optional[int] = None
         self.jumps = 0
+        self.skipped_whole = 0  # of the jumps, those forward by whole blocks
 
     def place(self, start: int, n: int) -> int:
         if self.end is not None:
-            off = abs(start - self.end)
-            if off <= self._snap:
-                start, self._strikes = self.end, 0
-            elif off < FRAME_SAMPLES and self._strikes + 1 < self._confirm:
-                start, self._strikes = self.end, self._strikes + 1
-            else:
-                self.jumps, self._strikes = self.jumps + 1, 0
+            off = start - self._pos
+            if abs(off) < FRAME_SAMPLES:
+                self._error += (off - self._error) * min(1.0, n / self._tau)
+                limit = n * self._max_slew
+                slew = max(-limit, min(limit, self._error))
+                self._error -= slew
+                start = round(self._pos + slew)
+                self._pos += slew + n
+                self.end = start + n
+                return start
+            whole = round((start - self.end) / n) * n
+            if whole > 0 and abs(start - self.end - whole) <= self._snap:
+                start, self.skipped_whole = self.end + whole, self.skipped_whole + 1
+            self.jumps += 1
+        self._pos, self._error = float(start + n), 0.0
         self.end = start + n
         return start
 
@@ -95,7 +112,7 @@ class FarEndQueue:
     A ring of ``capacity_s`` of samples, each slot tagged with the absolute sample
     position (time × RATE) it holds, so a slot that was never written (or was written
     for another time) reads as silence. Pushed blocks and pulled frames each follow a
-    ``_Timeline``: jitter never tears the reference. A duplicate block lands on the
+    ``_Timeline``: jitter and wander never tear the reference. A duplicate block lands on the
     same positions again: harmless.
     """
 
@@ -107,14 +124,21 @@ class FarEndQueue:
         self._pushes = _Timeline(round(snap_s * RATE))
         self._pulls = _Timeline(round(snap_s * RATE))
         self._pulled = self._missing = self._late = 0
-        self._jumps_seen = 0
-        # capture time of the last frame whose reference was disturbed (a jump, or far missing)
+        self._torn_seen = 0
+        # capture time of the last frame whose reference was disturbed: far missing, or a jump
+        # but a whole near frame skipped (shed by the capture ring): its far frame is skipped
+        # with it, the pairing holds, and on the rig AEC3's cancellation did not move across one
         self.disturbed_at = -math.inf
 
     def push(self, samples: np.ndarray, dac_time: float) -> None:
         """Store int16 samples that start sounding at dac_time (seconds, PortAudio's clock)."""
         n = len(samples)
+        previous_end = self._pushes.end
         start = self._pushes.place(round(dac_time * RATE), n)
+        if previous_end is not None and 0 < start - previous_end < FRAME_SAMPLES:
+            # the timeline slewed a sample forward: that sample repeats rather than reading as missing
+            samples = np.concatenate([np.full(start - previous_end, samples[0] if n else 0, np.int16), samples])
+            start, n = previous_end, len(samples)
         if n > self._capacity:  # only the newest capacity can ever be read
             samples, start, n = samples[n - self._capacity:], start + n - self._capacity, self._capacity
         read_end = self._pulls.end
@@ -140,10 +164,10 @@ class FarEndQueue:
         missing = FRAME_SAMPLES - int(np.count_nonzero(held))
         self._pulled += FRAME_SAMPLES
         self._missing += missing
-        jumps = self._pushes.jumps + self._pulls.jumps
-        if missing or jumps != self._jumps_seen:
+        torn = self._pushes.jumps + self._pulls.jumps - self._pulls.skipped_whole
+        if missing or torn != self._torn_seen:
             self.disturbed_at = adc_time
-            self._jumps_seen = jumps
+            self._torn_seen = torn
         return out
 
     def stats(self) -> PairingStats:
