@@ -126,8 +126,9 @@ class FarEndQueue:
         self._pulled = self._missing = self._late = 0
         self._torn_seen = 0
         # capture time of the last frame whose reference was disturbed: far missing, or a jump
-        # but a whole near frame skipped (shed by the capture ring): its far frame is skipped
-        # with it, the pairing holds, and on the rig AEC3's cancellation did not move across one
+        # in either timeline. Not whole near frames skipped (the capture ring shed them): their
+        # far frames are skipped with them, the pairing holds, and on the rig AEC3's
+        # cancellation did not move across one.
         self.disturbed_at = -math.inf
 
     def push(self, samples: np.ndarray, dac_time: float) -> None:
