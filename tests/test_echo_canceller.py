@@ -100,14 +100,14 @@ def test_far_end_pairing(events, counters) -> None:
 
 def _far_error_ms(stamp_error_ms, seconds: float = 60.0) -> np.ndarray:
     """Far blocks (10 ms) and near frames on the same true clock, both stamped with
-    stamp_error_ms(t) added; far block k holds k+1. Returns, per near frame, how far
-    (ms) the far samples read sit from the ones truly played at its time."""
+    stamp_error_ms(t) added; each far sample holds its own index (int16, wrapping). Returns,
+    per near frame, how far (ms) the far samples read sit from the ones truly played at its time."""
     queue = FarEndQueue(lead_s=0.0)
     errors = []
     for k in range(int(seconds * 100)):
         t = k * 0.010
         queue.push(np.arange(k * 480, (k + 1) * 480, dtype=np.int64).astype(np.int16), t + stamp_error_ms(t) / 1000)
-        if k % 2 == 1 and k > 20:  # the near frame captured 10 ms before the newest far block
+        if k % 2 == 1 and k > 20:  # a near frame starting 30 ms before the newest far block
             near_t = (k - 3) * 0.010
             read = queue.pull(near_t + stamp_error_ms(near_t) / 1000).astype(np.int64)
             errors.append(((read[0] - (k - 3) * 480 + 32768) % 65536 - 32768) / 48)
