@@ -89,8 +89,7 @@ async def _barge_in(rig: PulseRig, tmp: Path, speech: dict[str, np.ndarray]) -> 
         spoke = time.monotonic()
         seen = len(recorder.events)
         rig.play_into_mic(speech[INTERRUPTION])
-        await recorder.wait_for(lambda e: recorder.events.index(e) >= seen and isinstance(e, AssistantSpeaking)
-                                and not e.speaking, 10)
+        await recorder.wait_for(lambda e: isinstance(e, AssistantSpeaking) and not e.speaking, 10, since=seen)
         return (time.monotonic() - spoke) * 1000
     finally:
         await engine.close()

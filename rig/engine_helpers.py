@@ -49,9 +49,11 @@ class Recorder:
     def phases(self) -> list[Phase]:
         return [s.phase for s in self.states()]
 
-    async def wait_for(self, predicate, timeout: float) -> EngineEvent:
+    async def wait_for(self, predicate, timeout: float, since: int = 0) -> EngineEvent:
+        """The first event from position `since` on that matches (events are values: two
+        AssistantSpeaking(False) are equal, so a position, not `events.index`, tells them apart)."""
         deadline = asyncio.get_running_loop().time() + timeout
-        seen = 0
+        seen = since
         while True:
             for event in self.events[seen:]:
                 if predicate(event):
