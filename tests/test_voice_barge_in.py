@@ -30,13 +30,13 @@ def _frames(*runs: tuple[tuple[float, float, float], int]) -> list[tuple[float, 
 # frames fed every 20 ms with the assistant audible; the index of the frame that fires (or None)
 RULE = {
     "echo alone never fires": (_frames((QUIET, 5), (ECHO, 200)), None),
-    "voice fires after 60 ms of it": (_frames((QUIET, 5), (ECHO, 10), (VOICE, 10)), 17),
+    "voice fires after 80 ms of it": (_frames((QUIET, 5), (ECHO, 10), (VOICE, 10)), 18),
     "two voiced frames are a blip": (_frames((QUIET, 5), (VOICE, 2), (ECHO, 20), (VOICE, 2), (ECHO, 20)), None),
-    "short pauses between words do not reset it": (_frames((QUIET, 5), (VOICE, 2), (QUIET, 1), (VOICE, 2)), 9),
+    "short pauses between words do not reset it": (_frames((QUIET, 5), (VOICE, 2), (QUIET, 1), (VOICE, 3)), 10),
     "faint speech-like noise does not fire": (_frames((QUIET, 5), (FAINT, 50)), None),
     "low probability does not fire": (_frames((QUIET, 5), ((0.4, -22.0, -24.0), 50)), None),
     "a stream that starts with zeros sets no floor": (_frames(((0.5, -120.0, -120.0), 5), ((0.6, -50.0, -51.0), 50)), None),
-    "fires once per answer": (_frames((QUIET, 5), (VOICE, 50)), 7),
+    "fires once per answer": (_frames((QUIET, 5), (VOICE, 50)), 8),
 }
 
 
@@ -45,7 +45,35 @@ def test_no_voice_while_the_reference_was_just_torn() -> None:
     frames = _frames((QUIET, 5), (VOICE, 150))
     steady = [0.11 + 0.02 * k for k in range(len(frames))]  # the far reference tore just before the first frame
     fired = [k for k, (frame, s) in enumerate(zip(frames, steady)) if decider.update(k * FRAME_SECONDS, *frame, True, s)]
-    assert fired == [147]  # steady for 3 s from frame 145 on, then 60 ms of voice
+    assert fired == [148]  # steady for 3 s from frame 145 on, then 80 ms of voice
+
+
+LEAK = (0.9, -25.0, -27.0)  # the assistant's echo let through: to the rule, as good as a voice
+FAIR = (0.9, -25.0, -40.0)  # echo cancelled by 15 dB: not untouched, but no proof either
+
+# a tear before frame 0 (and again where `tears` says); the index of the frame that fires
+AFTER_A_TEAR = {
+    "0.4 s of echo cancelled by 20 dB or more prove the canceller: voice counts again":
+        (_frames((QUIET, 5), (ECHO, 20), (VOICE, 10)), (), 28),
+    "quiet frames prove nothing": (_frames((QUIET, 40), (VOICE, 10)), (), None),
+    "a leak starts the proof over": (_frames((QUIET, 5), (ECHO, 15), (LEAK, 1), (ECHO, 10), (VOICE, 10)), (), None),
+    "the user's voice before the proof waits for a steady reference":
+        (_frames((QUIET, 5), (ECHO, 10), (VOICE, 150)), (), 153),
+    "half-cancelled frames neither prove nor start over": (_frames((QUIET, 5), (ECHO, 10), (FAIR, 20), (ECHO, 10),
+                                                                   (VOICE, 10)), (), 48),
+    "a new tear starts the proof over": (_frames((QUIET, 5), (ECHO, 15), (ECHO, 10), (VOICE, 10)), (20,), None),
+}
+
+
+@pytest.mark.parametrize("frames,tears,fires_at", list(AFTER_A_TEAR.values()), ids=list(AFTER_A_TEAR))
+def test_after_a_tear_voice_waits_for_the_canceller_to_prove_itself(frames, tears, fires_at) -> None:
+    decider = VoiceBargeIn()
+    fired, torn_at = [], 0
+    for k, frame in enumerate(frames):
+        torn_at = k if k in tears else torn_at
+        if decider.update(k * FRAME_SECONDS, *frame, True, (k - torn_at) * FRAME_SECONDS):
+            fired.append(k)
+    assert fired == ([] if fires_at is None else [fires_at])
 
 
 @pytest.mark.parametrize("frames,fires_at", list(RULE.values()), ids=list(RULE))
@@ -60,9 +88,9 @@ def test_only_while_the_assistant_is_audible_and_rearmed_after() -> None:
     t = iter(np.arange(0, 10, FRAME_SECONDS))
     assert not any(decider.update(next(t), *QUIET, True) for _ in range(5))
     assert not any(decider.update(next(t), *VOICE, False) for _ in range(20))  # the user's own turn
-    assert [decider.update(next(t), *VOICE, True) for _ in range(5)] == [False, False, True, False, False]
+    assert [decider.update(next(t), *VOICE, True) for _ in range(5)] == [False, False, False, True, False]
     decider.update(next(t), *QUIET, False)  # the answer ended
-    assert [decider.update(next(t), *VOICE, True) for _ in range(3)] == [False, False, True]
+    assert [decider.update(next(t), *VOICE, True) for _ in range(4)] == [False, False, False, True]
 
 
 def test_noise_floor_follows_a_louder_room_slowly() -> None:
