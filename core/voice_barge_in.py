@@ -7,7 +7,8 @@ ignore it is far slower than 300 ms. What the echo cannot fake is energy: the
 canceller takes 20-40 dB off the echo, but a voice the canceller does not know passes
 through it almost untouched. A frame counts as the user's voice when the speech
 probability says speech AND the cleaned frame kept most of the microphone's energy
-AND it stands above the room's noise floor. Such frames fill an accumulator (leaking
+AND it stands above the room's noise floor (in full when the canceller took under 3 dB
+from it, half up to 10). Such frames fill an accumulator (leaking
 at half speed in between, so the pauses between words do not reset it); full, it
 fires, once per stretch of the assistant being audible.
 
@@ -35,13 +36,19 @@ DIGITAL_SILENCE_DBFS = -100.0
 
 @dataclass(frozen=True)
 class BargeInSettings:
-    min_probability: float = 0.5
+    # the noise suppressor's probability rises over a few frames at a word's onset (0.45 on the
+    # rig's first loud frame of a question); the energy tests below carry the decision
+    min_probability: float = 0.4
     # the cleaned frame within this many dB of the raw microphone: the canceller found no echo to take
     max_cancelled_db: float = 10.0
     above_floor_db: float = 10.0  # the cleaned frame this much above the microphone's noise floor
-    # of net evidence: echo alone reached 0.02 s in the synthetic rooms, 0.07 s once in 46 runs on
-    # the rig with both cores busy (a leak of three frames right after a pause in the answer)
-    fire_after_s: float = 0.080
+    # A voice the canceller does not know mostly loses less than this; the echo it let through
+    # after a pause in the answer (the only echo that ever fired on the rig: twice in 68 runs
+    # of the long-answer test) lost 2-10 dB a frame. Between this and max_cancelled_db a frame
+    # counts half.
+    full_weight_db: float = 3.0
+    # of net evidence: over those 68 runs echo alone reached 0.05 s (0.02 in the synthetic rooms)
+    fire_after_s: float = 0.060
     leak: float = 0.5  # evidence a non-voice frame takes away, relative to what a voice frame adds
     floor_rise_db_per_s: float = 2.5  # the floor follows a quieter room at once, a louder one slowly
     # after the far reference was torn AEC3 may let echo through while it relearns (1-3 s on
@@ -98,7 +105,7 @@ class VoiceBargeIn:
                  and untouched and cleaned >= self._floor_db + s.above_floor_db)
         # evidence counts frames (every update is one), so a late call cannot jump it
         if voice:
-            self._evidence += FRAME_SECONDS
+            self._evidence += FRAME_SECONDS if cleaned >= mic - s.full_weight_db else FRAME_SECONDS / 2
         else:
             self._evidence = max(0.0, self._evidence - s.leak * FRAME_SECONDS)
         if self._fired or self._evidence < s.fire_after_s - 1e-9:
