@@ -7,10 +7,10 @@ ignore it is far slower than 300 ms. What the echo cannot fake is energy: the
 canceller takes 20-40 dB off the echo, but a voice the canceller does not know passes
 through it almost untouched. A frame counts as the user's voice when the speech
 probability says speech AND the cleaned frame kept most of the microphone's energy
-AND it stands above the room's noise floor (in full when the canceller took under 3 dB
-from it, half up to 10). Such frames fill an accumulator (leaking
-at half speed in between, so the pauses between words do not reset it); full, it
-fires, once per stretch of the assistant being audible.
+AND it stands above the room's noise floor: in full when the canceller took under 3 dB
+from it, half up to 10. Such frames fill an accumulator (leaking at half speed in
+between, so the pauses between words do not reset it); full, it fires, once per
+stretch of the assistant being audible.
 
 After the far reference was torn (an underrun, a lost block) the canceller may let echo
 through while it relearns the echo path, so no frame counts as voice until it has shown
