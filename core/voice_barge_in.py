@@ -98,8 +98,11 @@ class VoiceBargeIn:
             return False
         loud = self._floor_db is not None and mic >= self._floor_db + s.above_floor_db
         untouched = cleaned >= mic - s.max_cancelled_db
-        if loud and self._proof < s.proof_s - 1e-9:  # the user's voice or leaking echo: start over
-            self._proof = 0.0 if untouched else self._proof + (FRAME_SECONDS if cleaned <= mic - s.proof_db else 0.0)
+        if loud and self._proof < s.proof_s - 1e-9:
+            if untouched:  # the user's voice or leaking echo: start over
+                self._proof = 0.0
+            elif cleaned <= mic - s.proof_db:
+                self._proof += FRAME_SECONDS
         trusted = reference_steady_s >= s.steady_for_s or self._proof >= s.proof_s - 1e-9
         voice = (trusted and self._floor_db is not None and probability >= s.min_probability
                  and untouched and cleaned >= self._floor_db + s.above_floor_db)
