@@ -725,17 +725,22 @@ class CaptureTrack(PacedTrack):
     With `opus` the track hands the sender mono Opus packets it encoded itself
     (base/opus.py); only for a transceiver that negotiates nothing but Opus. With a
     `wakeup` each frame goes the moment the microphone completes it instead of on the
-    next tick of the track's clock (~10 ms sooner on average).
+    next tick of the track's clock (~10 ms sooner on average). While `held_back` says frames
+    wait that `read` held back, they go at once, one after another.
     """
 
     def __init__(self, read: Callable[[], np.ndarray | None], *, opus: bool = False,
-                 wakeup: FrameWakeup | None = None) -> None:
+                 wakeup: FrameWakeup | None = None, held_back: Callable[[], bool] | None = None) -> None:
         super().__init__()
         self._read = read
         self._encoder = MonoOpusEncoder() if opus else None
         self._wakeup = wakeup
+        self._held_back = held_back
 
     async def wait_for_next(self) -> None:
+        if self._held_back is not None and self._held_back():
+            self.restart_clock(time.monotonic())  # the clock resumes after them
+            return
         if self._wakeup is None:
             await super().wait_for_next()
             return

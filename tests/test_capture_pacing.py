@@ -64,6 +64,20 @@ async def test_without_frames_the_track_keeps_its_20_ms_rhythm() -> None:
     assert abs(drift) < 0.01, drift
 
 
+async def test_frames_held_back_go_at_once_then_the_rhythm_resumes() -> None:
+    backlog = [np.full(960, k, dtype=np.int16) for k in range(1, 11)]
+    track = CaptureTrack(lambda: backlog.pop(0) if backlog else None, held_back=lambda: bool(backlog))
+    await track.recv()
+    started = time.monotonic()
+    burst = [await track.recv() for _ in range(9)]
+    assert time.monotonic() - started < 0.05  # the clock alone: 9 x 20 ms
+    assert [int(frame.to_ndarray()[0, 0]) for frame in burst] == list(range(2, 11))
+    started = time.monotonic()
+    for _ in range(5):
+        await track.recv()
+    assert 0.08 <= time.monotonic() - started < 0.2  # then one frame every 20 ms, not a catch-up burst
+
+
 class _TimedWakeup(FrameWakeup):
     """Notes when the microphone completed each frame, and what woke the track."""
 

@@ -124,7 +124,12 @@ async def test_a_question_over_a_long_answer_stops_it_fast_and_is_answered(tmp_p
                     raise
         stopped_ms = (time.monotonic() - spoke) * 1000
         expected = Responder().answer(interruption, []).text
-        await recorder.wait_for(lambda e: isinstance(e, TranscriptDelta) and e.final and e.text == expected, 30)
+        try:
+            await recorder.wait_for(lambda e: isinstance(e, TranscriptDelta) and e.final and e.text == expected, 30)
+        except AssertionError:
+            raise AssertionError(f"the question (said {attempt + 1} times, Sandra stopped {stopped_ms:.0f} ms after the "
+                                 f"last) was not answered: heard {_finals(recorder, 'user')}, "
+                                 f"answered {_finals(recorder, 'assistant')}") from None
     # Timed from starting the rig's player, which takes up to ~0.2 s to sound in the microphone.
     assert stopped_ms <= BARGE_IN_LIMIT_MS + RIG_PLAYER_START_MS, f"Sandra went on {stopped_ms:.0f} ms after the user spoke"
     assert normalize(interruption) in [normalize(t) for t in _finals(recorder, "user")]

@@ -81,6 +81,7 @@ async def connect(
     configuration: RTCConfiguration,
     *,
     read_input: Callable[[], np.ndarray | None],
+    input_held_back: Callable[[], bool],
     wakeup: FrameWakeup | None,
     on_message: Callable[[Any], None],
     playout: Playout,
@@ -97,8 +98,8 @@ async def connect(
     record("token_acquisition", (time.monotonic() - started) * 1000)
     if provider.is_loopback:
         loopback_ice.acquire_loopback_only()
-    conn = Connection(pc=RTCPeerConnection(configuration), track=CaptureTrack(read_input, opus=True, wakeup=wakeup),
-                      loopback=provider.is_loopback)
+    track = CaptureTrack(read_input, opus=True, wakeup=wakeup, held_back=input_held_back)
+    conn = Connection(pc=RTCPeerConnection(configuration), track=track, loopback=provider.is_loopback)
     try:
         await _negotiate(conn, provider, http, key, on_message, playout, accepts_audio, record)
     except BaseException:

@@ -188,6 +188,10 @@ class CallEngine:
         """What the outgoing track sends now: the microphone while the turn has it open."""
         return self.microphone.process(self._devices.read_timed_frame()) if self.dialogue.turn.mic_open else None
 
+    def _input_held_back(self) -> bool:
+        """Frames to send at once (only while the microphone is open: else they would never go)."""
+        return self.dialogue.turn.mic_open and self.microphone.held_back
+
     def _record(self, name: str, ms: float) -> None:
         self.telemetry.record(name, ms)
         self._emit(LatencyMeasured(name, ms))
@@ -234,7 +238,8 @@ class CallEngine:
             configuration = await self._dialer.configuration(provider)
             self._conn = await asyncio.wait_for(connect(
                 provider, self._dialer.http, protocol.session_config(self._session_options()), configuration,
-                read_input=self._read_input, wakeup=self._devices.frame_wakeup, on_message=self._on_message,
+                read_input=self._read_input, input_held_back=self._input_held_back,
+                wakeup=self._devices.frame_wakeup, on_message=self._on_message,
                 playout=self._playout, accepts_audio=self.dialogue.accepts_audio, record=self._record,
             ), self.options.connect_timeout)
         except (AuthError, ConfigError) as exc:  # retrying cannot fix a wrong key, setting or empty account
