@@ -9,7 +9,9 @@ hands-free on the real sound devices against the real local server:
   the speaker; `aec_erle_db` is how far the canceller brought Sandra's echo down on frames
   where only her echo was in the microphone;
 - a question spoken over a long answer: `voice_barge_in_ms`, from starting the rig's player
-  (which itself takes up to ~0.2 s to sound) to the answer falling silent.
+  (which itself takes up to ~0.2 s to sound) to the answer falling silent;
+  `answer_self_cuts` counts the runs in which Sandra cut that answer on her own echo
+  before the question (0 expected; such a run has no barge-in to time).
 
     python -m bench.hands_free [--quick]
 """
@@ -80,12 +82,17 @@ async def _questions(rig: PulseRig, tmp: Path, speech: dict[str, np.ndarray], co
     return samples
 
 
-async def _barge_in(rig: PulseRig, tmp: Path, speech: dict[str, np.ndarray]) -> float:
+async def _barge_in(rig: PulseRig, tmp: Path, speech: dict[str, np.ndarray]) -> float | None:
+    """ms from the question to the answer falling silent; None: she cut it before the question."""
     server, engine, recorder = await _call(tmp)
     try:
         rig.play_into_mic(speech[LONG_QUESTION])
         await recorder.wait_for(lambda e: isinstance(e, AssistantSpeaking) and e.speaking, 30)
+        began = len(recorder.events)
         await asyncio.sleep(3.5)  # well into the answer: the canceller has settled
+        if AssistantSpeaking(False) in recorder.events[began:]:
+            log.warning("Sandra cut her answer before the question")
+            return None
         spoke = time.monotonic()
         seen = len(recorder.events)
         rig.play_into_mic(speech[INTERRUPTION])
@@ -115,8 +122,9 @@ def run(quick: bool = False) -> Figures:
         try:
             for name, values in asyncio.run(_questions(rig, tmp / "q", speech, count)).items():
                 samples.setdefault(name, []).extend(values)
-            samples["voice_barge_in_ms"] = [asyncio.run(_barge_in(rig, tmp / f"b{n}", speech))
-                                            for n in range(barge_ins)]
+            timed = [asyncio.run(_barge_in(rig, tmp / f"b{n}", speech)) for n in range(barge_ins)]
+            samples["voice_barge_in_ms"] = [ms for ms in timed if ms is not None]
+            samples["answer_self_cuts"] = [sum(ms is None for ms in timed)]
         finally:
             echo.remove()
             rig.stop()
