@@ -11,7 +11,8 @@ hands-free on the real sound devices against the real local server:
 - a question spoken over a long answer: `voice_barge_in_ms`, from starting the rig's player
   (which itself takes up to ~0.2 s to sound) to the answer falling silent;
   `answer_self_cuts` counts the runs in which Sandra cut that answer on her own echo
-  before the question (0 expected; such a run has no barge-in to time).
+  before the question (0 expected; such a run has no barge-in to time), and
+  `barge_in_questions_missed` those in which her next answer was not the question's.
 
     python -m bench.hands_free [--quick]
 """
@@ -37,6 +38,7 @@ from core.call.state import Phase
 from rig.engine_helpers import Recorder, custom_settings
 from rig.pulse_rig import EchoPath
 from rig.server_process import TEST_SERVER_KEY
+from server.realtime.responder import Responder
 from server.realtime.tts import Synthesizer
 
 log = logging.getLogger(__name__)
@@ -82,8 +84,9 @@ async def _questions(rig: PulseRig, tmp: Path, speech: dict[str, np.ndarray], co
     return samples
 
 
-async def _barge_in(rig: PulseRig, tmp: Path, speech: dict[str, np.ndarray]) -> float | None:
-    """ms from the question to the answer falling silent; None: she cut it before the question."""
+async def _barge_in(rig: PulseRig, tmp: Path, speech: dict[str, np.ndarray]) -> tuple[float, bool] | None:
+    """ms from the question to the answer falling silent, and whether the question was
+    answered; None: she cut the answer before the question."""
     server, engine, recorder = await _call(tmp)
     try:
         rig.play_into_mic(speech[LONG_QUESTION])
@@ -97,7 +100,10 @@ async def _barge_in(rig: PulseRig, tmp: Path, speech: dict[str, np.ndarray]) -> 
         seen = len(recorder.events)
         rig.play_into_mic(speech[INTERRUPTION])
         await recorder.wait_for(lambda e: isinstance(e, AssistantSpeaking) and not e.speaking, 10, since=seen)
-        return (time.monotonic() - spoke) * 1000
+        stopped_ms = (time.monotonic() - spoke) * 1000
+        answer = await recorder.wait_for(lambda e: isinstance(e, TranscriptDelta) and e.final
+                                         and e.role == "assistant", 30, since=seen)
+        return stopped_ms, answer.text == Responder().answer(INTERRUPTION, []).text
     finally:
         await engine.close()
         server.stop()
@@ -123,8 +129,9 @@ def run(quick: bool = False) -> Figures:
             for name, values in asyncio.run(_questions(rig, tmp / "q", speech, count)).items():
                 samples.setdefault(name, []).extend(values)
             timed = [asyncio.run(_barge_in(rig, tmp / f"b{n}", speech)) for n in range(barge_ins)]
-            samples["voice_barge_in_ms"] = [ms for ms in timed if ms is not None]
-            samples["answer_self_cuts"] = [sum(ms is None for ms in timed)]
+            samples["voice_barge_in_ms"] = [run[0] for run in timed if run is not None]
+            samples["answer_self_cuts"] = [sum(run is None for run in timed)]
+            samples["barge_in_questions_missed"] = [sum(run is not None and not run[1] for run in timed)]
         finally:
             echo.remove()
             rig.stop()
