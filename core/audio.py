@@ -725,8 +725,9 @@ class CaptureTrack(PacedTrack):
     With `opus` the track hands the sender mono Opus packets it encoded itself
     (base/opus.py); only for a transceiver that negotiates nothing but Opus. With a
     `wakeup` each frame goes the moment the microphone completes it instead of on the
-    next tick of the track's clock (~10 ms sooner on average). While `held_back` says frames
-    wait that `read` held back, they go at once, one after another.
+    next tick of the track's clock (~10 ms sooner on average). While `held_back()` is true,
+    `read` has frames it held back (the user's first words over an answer): they go at
+    once, one after another.
     """
 
     def __init__(self, read: Callable[[], np.ndarray | None], *, opus: bool = False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from test_echo_canceller import make_scene, run_canceller, speech  # noqa: F401 - a fixture
+from test_voice_barge_in import ONSET_DBFS
 
 from base.pcm import FRAME_SAMPLES, FRAME_SECONDS, level_dbfs
 from core.config import Settings
@@ -15,7 +16,6 @@ from core.microphone_path import PRE_ROLL_S, MicrophonePath
 from core.playout import Playout
 
 AHEAD = 3  # far blocks reach the canceller this many frames before the near frame of their time
-ONSET_DBFS = -40.0
 
 
 def _sent_over_an_answer(scene) -> tuple[list[np.ndarray], int | None]:
