@@ -9,9 +9,9 @@ Under jitter the call goes through bench.jitter_relay.JitterRelay (0-30 ms delay
 provider_wrapper. The gap figure is the share of playout slots after the
 warm-up that the playout stage had to conceal, minus the share the relay dropped on the
 way back (JitterRelay.unfillable_gap_pct). A drop on the way to the server is not
-subtracted: the echo server passes each frame on as it arrives and sends silence
-after 60 ms without one, so such a drop mostly reaches the caller as a late pair of
-frames rather than a hole (5 % loss on that leg alone: 2.9 % concealed). The way
+subtracted: the echo server passes each frame on as it arrives and sends silence in
+the place of one lost on the way, so such a drop reaches the caller as a late pair of
+frames rather than a hole (5 % loss on that leg alone: 0.3-0.9 % concealed). The way
 there's jitter and holds reach the caller on top of the way back's: the caller's
 buffer measures a p95 transit spread of 45-130 ms (over 50 packets) under the relay's
 0-30 ms. The drops per direction are figures too: jitter_drop_pct_to_server,

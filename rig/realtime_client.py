@@ -80,9 +80,12 @@ class RealtimeClient:
 
     @classmethod
     async def connect(cls, base_url: str, key: str, *, path: str = "/realtime/calls",
-                      timeout: float = 15) -> RealtimeClient:
-        """A connected call (data channel open) using the ephemeral key `key`."""
+                      timeout: float = 15, mic: OutputTrack | None = None) -> RealtimeClient:
+        """A connected call (data channel open) using the ephemeral key `key`; `mic`
+        stands in for the default real-time microphone track."""
         client = cls(base_url)
+        if mic is not None:
+            client.mic = mic
         loopback_ice.acquire_loopback_only()
         client._loopback = True
         try:

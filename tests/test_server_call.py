@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from base.pcm import level_dbfs
+from base.pcm import FRAME_SAMPLES, level_dbfs
 from rig.realtime_client import RealtimeClient, ephemeral_key
 from rig.server_process import ServerProcess, start_server
+from server.realtime.audio_out import OutputTrack, Pacing
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,6 +51,72 @@ async def test_echo_mode_returns_the_callers_audio(echo_server: ServerProcess) -
         assert abs(peak_hz - 440) < 10, peak_hz
         first = client.audio.first_loud_after(sent_at)
         assert first is not None and first - sent_at < 1.0  # a sanity bound; bench/ measures latency
+    finally:
+        await client.close()
+
+
+async def test_the_echo_track_stands_in_for_lost_frames_but_not_for_a_pause() -> None:
+    track = OutputTrack(Pacing.PASS_THROUGH)
+    one, two = (np.full(FRAME_SAMPLES, v, dtype=np.int16) for v in (1000, 2000))
+
+    async def sent(n: int) -> list[int]:
+        return [int((await track.recv()).to_ndarray().max()) for _ in range(n)]
+
+    track.push(one, 0)
+    track.push(np.concatenate([two, two]), 2 * FRAME_SAMPLES)  # slot 1 lost; two frames merged
+    assert await sent(4) == [1000, 0, 2000, 2000]
+    track.push(one, 104 * FRAME_SAMPLES)  # 100 slots on: the sender paused, nothing was lost
+    track.push(two, 105 * FRAME_SAMPLES)
+    assert await sent(2) == [1000, 2000]
+    track.stop()
+
+
+class LossyMic(OutputTrack):
+    """A microphone whose chosen RTP timestamp slots never reach the server: the frame due
+    in such a slot goes in the next one, so the server sees what a lost packet leaves,
+    a timestamp skipped between two frames 40 ms apart."""
+
+    def __init__(self) -> None:
+        super().__init__(Pacing.CLOCK)
+        self.lose: set[int] = set()  # slots (pts // FRAME_SAMPLES) that go missing
+        self.slots_lost = 0
+
+    def slot(self) -> int:
+        return self._pts // FRAME_SAMPLES
+
+    async def recv(self):  # type: ignore[override]
+        while self.slot() in self.lose:
+            self._pts += FRAME_SAMPLES
+            self.slots_lost += 1
+        return await super().recv()
+
+
+async def test_a_frame_lost_on_the_way_in_is_echoed_as_silence_in_its_place(echo_server: ServerProcess) -> None:
+    # The echo keeps the caller's timeline, as a provider's output does: without the
+    # stand-ins the frames after each loss would come back one slot early, 20 ms late.
+    mic = LossyMic()
+    client = await RealtimeClient.connect(echo_server.base_url,
+                                          await ephemeral_key(echo_server.base_url, echo_server.server_key),
+                                          mic=mic)
+    try:
+        await client.wait_for("session.created")
+        sent_from = len(client.audio.samples)
+        start = mic.slot()  # the tone starts in this slot or the next
+        mic.lose = {start + k for k in (15, 35, 36, 60)}
+        await client.speak(tone(2.0)).finished  # 100 frames, in 104 slots
+        await asyncio.sleep(0.3)
+        received = client.audio.samples[sent_from:]
+        assert mic.slots_lost == 4
+        assert all(len(s) == FRAME_SAMPLES for s in received)
+        levels = [round(max(-99.0, level_dbfs(s))) for s in received]
+        loud = [i for i, db in enumerate(levels) if db > -30]
+        assert loud, "no echo came back"
+        # 104 slots (one of slack where Opus smears the tone's edge), with a dip at each
+        # stand-in: the tone is at -21 dBFS, a lone silent frame between tone comes out
+        # at ~-26 (Opus smears the tone into it), two at ~-26 and -80.
+        assert abs(loud[-1] - loud[0] + 1 - 104) <= 1, levels
+        dips = [i - loud[0] for i in range(loud[0], loud[-1] + 1) if levels[i] <= -25]
+        assert len(dips) >= 3, levels
     finally:
         await client.close()
 

@@ -5,7 +5,10 @@ Two pacings:
 - CLOCK (assistant): a whole answer is queued at once and sent on a real-time 20 ms
   clock, so the caller receives it at speaking speed.
 - PASS_THROUGH (echo): each frame handed in goes out on the next recv() at once, no
-  added buffering; silence only fills a gap longer than a few frames.
+  added buffering; silence only fills a gap longer than a few frames. A frame lost on
+  the way in (its timestamp skipped) is sent as silence ahead of the next one, so the
+  echo keeps its timeline as a provider's output does, rather than every later frame
+  arriving 20 ms late.
 Barge-in is clear(): the queue is emptied, so the next frame sent is silence.
 
 Quiet (`serve --quiet-audio`): recv() blocks while nothing is queued, so aiortc's
@@ -57,6 +60,7 @@ class OutputTrack(PacedTrack):
         self._quiet = quiet
         self._queue: collections.deque[tuple[np.ndarray, Playback | None]] = collections.deque()
         self._arrived = asyncio.Event()
+        self._next_pts: int | None = None  # echo: the input timestamp expected next
 
     def play(self, pcm: np.ndarray) -> Playback:
         """Queue an answer; returns its Playback (an empty answer finishes at once)."""
@@ -70,11 +74,20 @@ class OutputTrack(PacedTrack):
         self._arrived.set()
         return playback
 
-    def push(self, frame: np.ndarray) -> None:
-        """Echo: one received 20 ms frame, to be sent as soon as possible."""
-        if len(self._queue) >= _PASS_THROUGH_MAX_FRAMES:
-            self._queue.popleft()
-        self._queue.append((frame, None))
+    def push(self, samples: np.ndarray, pts: int | None = None) -> None:
+        """Echo: received audio (one or more 20 ms frames starting at input timestamp
+        `pts`, in samples), to be sent as soon as possible."""
+        frames = split_frames(samples)
+        if pts is not None:
+            lost = 0 if self._next_pts is None else (pts - self._next_pts) // FRAME_SAMPLES
+            self._next_pts = pts + len(frames) * FRAME_SAMPLES
+            # A larger jump is a paused or restarted sender, not a loss to stand in for.
+            if 0 < lost <= _PASS_THROUGH_MAX_FRAMES:
+                frames = [SILENCE] * lost + frames
+        for frame in frames:
+            if len(self._queue) >= _PASS_THROUGH_MAX_FRAMES:
+                self._queue.popleft()
+            self._queue.append((frame, None))
         self._arrived.set()
 
     def clear(self) -> bool:

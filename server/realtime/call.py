@@ -205,7 +205,7 @@ class RealtimeCall:
             samples = mono_samples(frame)
             self._frames_in += 1
             if echo:
-                self._out.push(samples)
+                self._out.push(samples, frame.pts)
                 continue
             if self._listening is not None and len(self._input) == self._input.maxlen:
                 self._listen(False)  # the turn outgrew the buffer: recognise what is kept, at commit
