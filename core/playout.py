@@ -55,9 +55,10 @@ class Playout:
         *,
         capacity_ms: int = 320,
         max_depth_ms: int = 160,
-        # A frame unused for a whole calm window is dropped: 1 s shed the cushion a jittery
-        # link needs again right after (bench: 1.2 % gaps under 0-30 ms jitter), 2 s 0.95 %.
-        calm_s: float = 2.0,
+        # A frame unused for a whole calm window is dropped. Under the bench's 0-30 ms
+        # jitter and 1 % loss each way (bench/engine_echo.py, two runs each): 1 s gave
+        # gaps 0.11/0.16 % at a round trip of 82/83 ms, 2 s 0.29/0.23 % at 91/95 ms.
+        calm_s: float = 1.0,
         fade_ms: int = 40,
         idle_after_ms: int = 200,
         audible_threshold: int = 500,
