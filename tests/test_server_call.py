@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -84,7 +85,7 @@ class LossyMic(OutputTrack):
     def slot(self) -> int:
         return self._pts // FRAME_SAMPLES
 
-    async def recv(self):  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame | av.Packet:
         while self.slot() in self.lose:
             self._pts += FRAME_SAMPLES
             self.slots_lost += 1

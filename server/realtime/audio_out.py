@@ -7,8 +7,8 @@ Two pacings:
 - PASS_THROUGH (echo): each frame handed in goes out on the next recv() at once, no
   added buffering; silence only fills a gap longer than a few frames. A frame lost on
   the way in (its timestamp skipped) is sent as silence ahead of the next one, so the
-  echo keeps its timeline as a provider's output does, rather than every later frame
-  arriving 20 ms late.
+  echo keeps every 20 ms slot, as a provider's output does, instead of passing the
+  hole on for the caller to conceal.
 Barge-in is clear(): the queue is emptied, so the next frame sent is silence.
 
 Quiet (`serve --quiet-audio`): recv() blocks while nothing is queued, so aiortc's
