@@ -112,8 +112,9 @@ class BoundedHistory:
                  before - len(self._entries), len(self._entries))
 
     def messages(self) -> list[dict[str, Any]]:
-        """Copies, oldest first: changing them does not change the history."""
-        return [entry.as_dict() for entry in self._entries]
+        """Copies, oldest first: changing them does not change the history. Any thread (the
+        window reads the history of a call running on a loop of its own): list() copies at once."""
+        return [entry.as_dict() for entry in list(self._entries)]
 
     def clear(self) -> None:
         self._entries.clear()

@@ -29,6 +29,7 @@ from core.config import Secrets, Settings, SettingsChange, mcp_header_values, pe
 from core.tools.registry import ApprovalPolicy, Approver, ToolRegistry
 from core.provider_catalog import kind as provider_kind
 from gui.engine_bridge import EngineBridge
+from gui.engine_thread import ThreadedEngine
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,13 @@ class CallTools:
 
 async def default_engine_factory(settings: Settings, secrets: Secrets, seed_history: SeedHistory = (),
                                  tools: CallTools | None = None) -> Engine:
-    """The engine; `seed_history` (a past conversation) is what it re-seeds the server with."""
+    """The engine, on a loop of its own (gui/engine_thread.py); `seed_history` (a past
+    conversation) is what it re-seeds the server with."""
     loop = asyncio.get_running_loop()
     module = await loop.run_in_executor(None, importlib.import_module, "core.call.engine")
     extra: dict[str, Any] = {"tools": tools.registry, "approve": tools.approve} if tools is not None else {}
-    engine: Engine = module.CallEngine(settings, secrets=secrets, history=seed_history, **extra)
-    return engine
+    return await ThreadedEngine.create(
+        lambda: module.CallEngine(settings, secrets=secrets, history=seed_history, **extra))
 
 
 class KeyMissing(Exception):
@@ -163,6 +165,7 @@ class CallSession(QObject):
         if self.tools is None:
             return await self._factory(settings, secrets, seed)
         self.tools.apply_approvals(settings)
+        self.tools.registry.loop = loop  # their dialogs and notifications are the window's, wherever the call runs
         return await self._factory(settings, secrets, seed, self.tools)
 
     def spawn(self, coro: Awaitable[Any], what: str) -> None:

@@ -1,4 +1,4 @@
-"""The one loop for Qt and asyncio: qasync's, with asyncio's ready callbacks run in batches.
+"""The window's loop, Qt and asyncio on one thread: qasync's, with ready callbacks run in batches.
 
 qasync turns every `call_soon` into a Qt timer of its own (started, fired, killed, and a
 dict entry in Python each time). A call schedules hundreds of those a second (aiortc's
@@ -6,7 +6,9 @@ send and receive paths, the capture track's clock, the executor's futures), and 
 profile put that bookkeeping at ~10 % of the app's CPU (BENCHMARKS.md). Here `call_soon`
 appends to a queue and one Qt timer runs the queue: first in, first out, as asyncio
 promises. Callbacks queued while a batch runs wait for the next batch, so Qt's own events
-(input, painting) still come between, as they did with one timer per callback.
+(input, painting) still come between, as they did with one timer per callback. The app's
+call runs on a loop of its own since (gui/engine_thread.py); an engine handed to the window
+directly, as tests do, still runs here.
 """
 
 from __future__ import annotations

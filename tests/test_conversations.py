@@ -217,7 +217,7 @@ async def test_the_real_engine_is_seeded_with_the_newest_that_fit(transcripts: P
     try:
         kept = engine.history.messages()
         assert kept == long_past[-50:]  # the history's budget: the newest 50
-        assert engine.dialogue.conversation.history is engine.history  # what is said next joins the same history
+        assert engine.call_engine.dialogue.conversation.history is engine.history  # what is said next joins it
         assert [(event.role, event.text) for event in protocol.reseed(kept)][:1] == [("user", "turn 20")]
     finally:
         await engine.close()

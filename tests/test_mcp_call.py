@@ -31,6 +31,7 @@ from core.tools.registry import Tool, ToolRegistry
 from gui.app import application
 from gui.call_session import CallSession, CallTools
 from gui.engine_bridge import EngineBridge
+from gui.engine_thread import ThreadedEngine
 from rig.engine_helpers import Recorder, custom_settings, engine_options, tone_audio
 from rig.hostile_server import HostilePeer, HostileServer
 from test_gui_e2e import run_on_qasync
@@ -196,11 +197,14 @@ class Session:
         bridge = EngineBridge()
         bridge.problem.connect(lambda message, _fatal: self.problems.append(message))
 
-        async def factory(settings: Settings, secrets: Secrets, seed: Any, tools: CallTools) -> CallEngine:
-            engine = CallEngine(settings, audio=tone_audio(tmp_path), secrets=secrets, options=engine_options(),
-                                tools=tools.registry, approve=tools.approve, history=seed)
-            self.engines.append(engine)
-            self.recorders.append(Recorder(engine))
+        async def factory(settings: Settings, secrets: Secrets, seed: Any, tools: CallTools) -> ThreadedEngine:
+            # on a loop of its own, as the app's (gui.call_session.default_engine_factory): MCP servers and
+            # tools stay on the window's loop
+            engine = await ThreadedEngine.create(lambda: CallEngine(
+                settings, audio=tone_audio(tmp_path), secrets=secrets, options=engine_options(),
+                tools=tools.registry, approve=tools.approve, history=seed))
+            self.engines.append(engine.call_engine)
+            self.recorders.append(Recorder(engine))  # hears on the window's loop, as the window does
             return engine
 
         self.session = CallSession(settings, bridge, factory=factory, read=lambda _p: Secrets(api_key=HOSTILE_KEY),

@@ -53,6 +53,7 @@ class Dialogue:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop that runs the call: timers, and hand-overs from the sound card's thread."""
         self._loop = loop
+        self.tools.bind(loop)
 
     # --- the user's controls --------------------------------------------------------------
 

@@ -37,8 +37,27 @@ class ToolRunner:
         self._approve = approve
         self._flow = ToolCallFlow()
         self._tasks: set[asyncio.Task[None]] = set()
-        # An MCP server came or went: the session learns the tools on offer now.
-        registry.on_change = lambda: send(tools_update(registry.session_tools()))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        registry.on_change = self._tools_changed
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop that runs the call, which the registry's own loop may not be."""
+        self._loop = loop
+
+    def _tools_changed(self) -> None:
+        """An MCP server came or went: the session learns the tools on offer now, sent from
+        the call's loop (MCP servers live on the window's)."""
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if self._loop is not None and here is not self._loop:
+            try:
+                self._loop.call_soon_threadsafe(self._tools_changed)
+            except RuntimeError:  # that loop has closed: the call is over, no session to tell
+                pass
+            return
+        self._send(tools_update(self.registry.session_tools()))
 
     def on_server_event(self, event: ServerEvent) -> None:
         step = self._flow.on_event(event)

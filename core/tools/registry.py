@@ -6,6 +6,10 @@ OpenAI Realtime's `session.tools` and runs a call: whatever goes wrong (unknown 
 JSON, a tool that raises or hangs, the user refusing) becomes an error output the model can
 read, never an exception into the call engine. Sync tools run on a small thread pool of
 their own so a slow one never blocks the event loop nor starves the loop's default executor.
+
+A registry may have a home `loop`: the window's, whose dialogs and notifications its
+tools and approvals use. A call engine running on a loop of its own then has each tool
+call run on the home loop, and the set of tools may change from there while the engine reads it.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class ToolRegistry:
     """The tools of a session; `on_change` fires when the set changes (re-send session.update)."""
 
     on_change: Callable[[], None] | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # where tools and approvals run; None: the caller's
     _tools: dict[str, Tool] = field(default_factory=dict)
     _policies: dict[str, ApprovalPolicy] = field(default_factory=dict)
     _session_grants: set[str] = field(default_factory=set)
@@ -121,8 +126,8 @@ class ToolRegistry:
         return self._tools.get(name)
 
     def session_tools(self) -> list[dict[str, Any]]:
-        """The `tools` array of session.update."""
-        return [tool.session_entry() for tool in self._tools.values()]
+        """The `tools` array of session.update (from any thread: list() copies the dict at once)."""
+        return [tool.session_entry() for tool in list(self._tools.values())]
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -162,6 +167,18 @@ class ToolRegistry:
     # -- running a call ----------------------------------------------------
     async def run(self, name: str, arguments_json: str, approve: Approver) -> str:
         """Run one function call; the function_call_output text, an `{"error": ...}` on failure."""
+        home = self.loop
+        here = self._run_here(name, arguments_json, approve)
+        if home is None or home is asyncio.get_running_loop():
+            return await here
+        try:
+            handed_over = asyncio.run_coroutine_threadsafe(here, home)
+        except RuntimeError:  # the window's loop has closed: the app is quitting
+            here.close()
+            return error_output(f"{name} cannot run any more: Sandra is closing.")
+        return await asyncio.wrap_future(handed_over)
+
+    async def _run_here(self, name: str, arguments_json: str, approve: Approver) -> str:
         tool = self._tools.get(name)
         if tool is None:
             return error_output(f"There is no tool named {name!r}.")
