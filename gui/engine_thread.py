@@ -88,7 +88,7 @@ class ThreadedEngine:
 
     def __init__(self, engine: CallEngine, engine_loop: EngineLoop, window_loop: asyncio.AbstractEventLoop) -> None:
         self.call_engine = engine  # for reads that copy (history, telemetry) and for tests
-        self._loop = engine_loop
+        self._engine_loop = engine_loop
         self._window_loop = window_loop
 
     @classmethod
@@ -145,28 +145,28 @@ class ThreadedEngine:
         return stop
 
     async def start(self) -> None:
-        await self._loop.run(self.call_engine.start())
+        await self._engine_loop.run(self.call_engine.start())
 
     async def hang_up(self) -> None:
-        await self._loop.run(self.call_engine.hang_up())
+        await self._engine_loop.run(self.call_engine.hang_up())
 
     async def set_hands_free(self, on: bool) -> None:
-        await self._loop.run(self.call_engine.set_hands_free(on))
+        await self._engine_loop.run(self.call_engine.set_hands_free(on))
 
     async def set_devices(self, input_device: str | None, output_device: str | None) -> None:
-        await self._loop.run(self.call_engine.set_devices(input_device, output_device))
+        await self._engine_loop.run(self.call_engine.set_devices(input_device, output_device))
 
     async def close(self) -> None:
         try:
-            await self._loop.run(self.call_engine.close())
+            await self._engine_loop.run(self.call_engine.close())
         finally:
-            await self._loop.stop()
+            await self._engine_loop.stop()
 
     def press(self) -> None:
-        self._loop.call(self.call_engine.press)
+        self._engine_loop.call(self.call_engine.press)
 
     def release(self) -> None:
-        self._loop.call(self.call_engine.release)
+        self._engine_loop.call(self.call_engine.release)
 
     def send_text(self, text: str) -> None:
-        self._loop.call(self.call_engine.send_text, text)
+        self._engine_loop.call(self.call_engine.send_text, text)

@@ -114,7 +114,7 @@ async def test_an_engine_error_reaches_the_caller_and_cancelling_the_caller_canc
         with pytest.raises(asyncio.CancelledError):
             await hanging
         # the engine's side was cancelled too: nothing of it is left on its loop
-        await until(lambda: not asyncio.all_tasks(engine._loop.loop))
+        await until(lambda: not asyncio.all_tasks(engine._engine_loop.loop))
     finally:
         await engine.close()
     assert fake.closed
@@ -127,14 +127,14 @@ async def test_events_reach_observers_on_the_windows_loop_in_order_and_none_afte
     try:
         stop = engine.subscribe(lambda event: heard.append((event, threading.get_ident())))
         levels = [InputLevel(float(-n)) for n in range(50)]
-        await engine._loop.run(_emit_all(fake, levels))
+        await engine._engine_loop.run(_emit_all(fake, levels))
         await until(lambda: len(heard) == len(levels))
         assert [event for event, _ in heard] == levels
         assert {thread for _, thread in heard} == {here}
         # emitted, then unsubscribed before the window's loop got to it: not delivered
         heard.clear()
         emitted = threading.Event()
-        engine._loop.call(lambda: (fake.observers.emit(StateChanged(CallState(Phase.IDLE))), emitted.set()))
+        engine._engine_loop.call(lambda: (fake.observers.emit(StateChanged(CallState(Phase.IDLE))), emitted.set()))
         assert emitted.wait(5)  # the window's loop does not run meanwhile: the delivery waits in it
         stop()
         await asyncio.sleep(0.05)
@@ -157,7 +157,7 @@ async def test_an_uncaught_error_on_the_engines_loop_goes_to_the_windows_handler
         def fail() -> None:
             raise ValueError("a bug in a callback")
 
-        engine._loop.call(fail)
+        engine._engine_loop.call(fail)
         await until(lambda: bool(seen))
         context, thread = seen[0]
         assert isinstance(context["exception"], ValueError) and thread == threading.get_ident()
