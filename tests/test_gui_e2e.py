@@ -1,9 +1,10 @@
 """The window end to end: real engine, real local server process, PulseAudio, offscreen Qt.
 
 Each test runs its scenario on a qasync loop over the test's QApplication, as the app
-itself does (one thread for Qt and asyncio), so the window, the engine and aiortc
-share the loop exactly as in `python main.py`. Qt input goes through QTest (pytest-qt's
-qtbot) from inside the coroutine; waiting is asyncio's, never a nested Qt loop.
+itself does (one thread for Qt and asyncio), and the window makes its engine as in
+`python main.py`: on connect, with the key from the keyring, on a loop of its own
+(gui/engine_thread.py). Qt input goes through QTest (pytest-qt's qtbot) from inside the
+coroutine; waiting is asyncio's, never a nested Qt loop.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import pytest
 
 from PySide6.QtCore import Qt
 
-from core.config import Settings
-from core.call.engine import CallEngine
-from rig.engine_helpers import custom_settings, engine_options, is_audible
+from core.config import Settings, set_api_key
+from rig.engine_helpers import custom_settings, is_audible
 from gui import event_loop
 from gui.app import application, build_window, run_window
+from gui.engine_thread import ThreadedEngine
 from gui.main_window import MainWindow
+from memory_keyring import use_memory_keyring
 from rig.pulse_rig import PulseRig
 from rig.server_process import TEST_SERVER_KEY, ServerProcess, start_server
 from rig.speech_samples import make_speech_wav, read_wav_int16
@@ -128,7 +130,9 @@ def assert_answered(turns: list[tuple[str, str]]) -> None:
     assert any(ch.isdigit() for ch in assistant_text), f"the answer carries no time: {assistant_text!r}"
 
 
-def assert_lines_match_telemetry(window: MainWindow, engine: CallEngine, turns: int) -> None:
+def assert_lines_match_telemetry(window: MainWindow, turns: int) -> None:
+    engine = window.session.engine
+    assert engine is not None
     stats = engine.telemetry.stats("response_latency")
     assert stats["count"] == turns
     assert window.latency_plot is not None
@@ -141,7 +145,6 @@ class Call:
 
     server: ServerProcess
     window: MainWindow
-    engine: CallEngine
     speaking: Speaking
 
 
@@ -149,11 +152,12 @@ class Call:
 def call(qtbot, pulse: PulseRig, tmp_path: Path, private_home: Path):
     server = start_server(tmp_path, "--mode", MODE)
     settings = custom_settings(server.base_url, input_device="pulse", output_device="pulse")
-    engine = CallEngine(settings, api_key=TEST_SERVER_KEY, options=engine_options())
-    window = build_window(settings, engine=engine)
-    qtbot.addWidget(window)
-    the_call = Call(server, window, engine, Speaking(window))
-    yield the_call
+    with use_memory_keyring():
+        set_api_key(settings.provider, TEST_SERVER_KEY)  # as the settings dialog keeps it
+        window = build_window(settings)
+        qtbot.addWidget(window)
+        the_call = Call(server, window, Speaking(window))
+        yield the_call
     the_call.server.stop()  # the latest one: a test may have restarted it
 
 
@@ -172,7 +176,7 @@ async def space_turn_then_close(call: Call, pulse: PulseRig, speech: np.ndarray,
     assert is_audible(heard), "the answer to the space-bar turn was not heard on the speaker"
     assert len(window.conversation.turns()) == 4
     assert_answered(window.conversation.turns())
-    assert_lines_match_telemetry(window, call.engine, 2)
+    assert_lines_match_telemetry(window, 2)
     await close_and_wait(window, running)
 
 
@@ -182,10 +186,11 @@ def test_mouse_and_space_turns_are_answered_heard_and_plotted(call: Call, qtbot,
     async def scenario() -> None:
         running = asyncio.ensure_future(run_window(window))
         await until(lambda: connected(window), CONNECT_TIMEOUT_S, "the window says connected")
+        assert isinstance(window.session.engine, ThreadedEngine)  # the app's own: on a loop of its own
         heard = await push_to_talk_turn(window, pulse, question, *mouse(window, qtbot), call.speaking)
         assert is_audible(heard), "the answer to the mouse turn was not heard on the speaker"
         assert_answered(window.conversation.turns())
-        assert_lines_match_telemetry(window, call.engine, 1)
+        assert_lines_match_telemetry(window, 1)
         await space_turn_then_close(call, pulse, question, qtbot, running)
 
     run_on_qasync(scenario())
