@@ -7,8 +7,8 @@ profile put that bookkeeping at ~10 % of the app's CPU (BENCHMARKS.md). Here `ca
 appends to a queue and one Qt timer runs the queue: first in, first out, as asyncio
 promises. Callbacks queued while a batch runs wait for the next batch, so Qt's own events
 (input, painting) still come between, as they did with one timer per callback. The app's
-call runs on a loop of its own since (gui/engine_thread.py); an engine handed to the window
-directly, as tests do, still runs here.
+call has since moved to a loop of its own (gui/engine_thread.py); an engine handed to the
+window directly (some tests, the soak benchmark) still runs here.
 """
 
 from __future__ import annotations

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from core.audio import FileAudio
 from core.call.state import Phase
 from core.config import Settings
-from core.call.engine import CallEngine, EngineOptions
+from core.call.engine import EngineOptions
 from core.call.events import EngineEvent, StateChanged
 from rig.pulse_rig import tone, write_wav
 
@@ -31,10 +33,16 @@ def tone_audio(tmp_path: Path, seconds: float = 0.5) -> FileAudio:
     return FileAudio(write_wav(tmp_path / "tone.wav", tone(440, seconds)), None)
 
 
+class Observable(Protocol):
+    """A CallEngine, or the window's ThreadedEngine (which delivers on the window's loop)."""
+
+    def subscribe(self, observer: Callable[[EngineEvent], None]) -> Callable[[], None]: ...
+
+
 class Recorder:
     """Collects every engine event, and lets a test wait for one."""
 
-    def __init__(self, engine: CallEngine) -> None:
+    def __init__(self, engine: Observable) -> None:
         self.events: list[EngineEvent] = []
         self._changed = asyncio.Event()
         engine.subscribe(self._on_event)
